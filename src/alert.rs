@@ -1,0 +1,330 @@
+//! Alerts out: the serial sentence and the GPIO pulse.
+//!
+//! Why these two: a relay, a siren, a PLC input or a LoRa modem on a UART is what an edge sensor is wired
+//! to. The serial line carries fixed-format sentences, NMEA-style so any microcontroller can parse and
+//! verify them:
+//!
+//! `$LKALR,<seq>,<unix_ms>,<camera>,<class>,<score 2 decimals>,<x1>,<y1>,<x2>,<y2>*<CS>\r\n`
+//!
+//! where CS is the XOR of every byte between `$` and `*` in two upper-case hex digits and the box is in
+//! integer source pixels. Other event kinds use other `$LK...` talkers in the same shape. Sentences are
+//! formatted into a fixed-size buffer (no allocation). The serial port is a real tty put in raw 8N1 mode at
+//! the configured baud rate; without a port, sentences go to stdout. The GPIO output is any
+//! `embedded_hal::digital::OutputPin`: a Linux GPIO character-device line when configured, a pin that only
+//! logs otherwise. An alert turns it on for `pulse_ms`; the inference loop turns it off again on time.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use embedded_hal::digital::{ErrorType, OutputPin};
+
+/// One sentence, formatted in place. 160 bytes holds any `$LKALR` with a 32-byte camera name and label.
+pub type Sentence = heapless::String<160>;
+
+/// XOR of the bytes of `body` (the part between `$` and `*`).
+pub fn checksum(body: &[u8]) -> u8 {
+    body.iter().fold(0, |a, b| a ^ b)
+}
+
+/// Formats `$<talker>,<fields>*CS\r\n` into `out`. `fields` writes the comma-separated fields.
+pub fn sentence(out: &mut Sentence, talker: &str, fields: impl FnOnce(&mut Sentence) -> std::fmt::Result) -> std::fmt::Result {
+    out.clear();
+    out.push('$').map_err(|_| std::fmt::Error)?;
+    out.push_str(talker).map_err(|_| std::fmt::Error)?;
+    out.push(',').map_err(|_| std::fmt::Error)?;
+    fields(out)?;
+    let cs = checksum(&out.as_bytes()[1..]);
+    write!(out, "*{cs:02X}\r\n")
+}
+
+/// Formats an alert as a `$LKALR` sentence.
+pub fn alert_sentence(out: &mut Sentence, a: &crate::rules::Alert, camera: &str, label: &str) -> std::fmt::Result {
+    let b = a.bbox.map(|v| v.round() as i64);
+    sentence(out, "LKALR", |s| {
+        write!(s, "{},{},{},{},{:.2},{},{},{},{}", a.seq, a.unix_ms, camera, label, a.score, b[0], b[1], b[2], b[3])
+    })
+}
+
+/// Checks a received sentence: `$`, `*`, a matching checksum and `\r\n`. Returns the body on success.
+pub fn verify(line: &str) -> Option<&str> {
+    let s = line.strip_suffix("\r\n")?.strip_prefix('$')?;
+    let (body, cs) = s.rsplit_once('*')?;
+    let want = u8::from_str_radix(cs, 16).ok()?;
+    (cs.len() == 2 && cs.bytes().all(|c| !c.is_ascii_lowercase()) && checksum(body.as_bytes()) == want).then_some(body)
+}
+
+fn baud_constant(baud: u32) -> Option<libc::speed_t> {
+    Some(match baud {
+        1200 => libc::B1200,
+        2400 => libc::B2400,
+        4800 => libc::B4800,
+        9600 => libc::B9600,
+        19200 => libc::B19200,
+        38400 => libc::B38400,
+        57600 => libc::B57600,
+        115200 => libc::B115200,
+        230400 => libc::B230400,
+        460800 => libc::B460800,
+        921600 => libc::B921600,
+        1_000_000 => libc::B1000000,
+        _ => return None,
+    })
+}
+
+/// Opens a tty and puts it in raw mode, 8 data bits, no parity, 1 stop bit, no flow control, at `baud`.
+pub fn open_tty(path: &Path, baud: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let speed = baud_constant(baud)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("unsupported baud rate {baud}")))?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fd is an open descriptor owned by `file`; termios is plain data filled by tcgetattr.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut t) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::cfmakeraw(&mut t);
+        t.c_cflag &= !(libc::CSIZE | libc::PARENB | libc::CSTOPB | libc::CRTSCTS);
+        t.c_cflag |= libc::CS8 | libc::CLOCAL | libc::CREAD;
+        t.c_iflag &= !(libc::IXON | libc::IXOFF | libc::IXANY);
+        if libc::cfsetispeed(&mut t, speed) != 0 || libc::cfsetospeed(&mut t, speed) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}
+
+/// Where sentences go: a tty, stdout, or (in tests) any writer.
+pub struct SerialSink {
+    out: Box<dyn Write + Send>,
+    pub written: u64,
+    pub errors: u64,
+}
+
+impl SerialSink {
+    pub fn new(out: Box<dyn Write + Send>) -> SerialSink {
+        SerialSink { out, written: 0, errors: 0 }
+    }
+
+    pub fn stdout() -> SerialSink {
+        SerialSink::new(Box::new(std::io::stdout()))
+    }
+
+    pub fn open(path: &Path, baud: u32) -> std::io::Result<SerialSink> {
+        Ok(SerialSink::new(Box::new(open_tty(path, baud)?)))
+    }
+
+    /// Writes one sentence. A failed write is logged and counted; the loop goes on.
+    pub fn send(&mut self, s: &str) {
+        match self.out.write_all(s.as_bytes()).and_then(|_| self.out.flush()) {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.errors += 1;
+                log::error!("serial write failed: {e}");
+            }
+        }
+    }
+}
+
+/// A pin that only logs its changes: the GPIO output when no chip is configured.
+#[derive(Debug, Default)]
+pub struct LogPin {
+    pub high: bool,
+}
+
+impl ErrorType for LogPin {
+    type Error = core::convert::Infallible;
+}
+
+impl OutputPin for LogPin {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        self.high = false;
+        log::info!("gpio: line low");
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        self.high = true;
+        log::info!("gpio: line high");
+        Ok(())
+    }
+}
+
+/// The configured GPIO output: a real character-device line or the logging pin.
+pub enum AnyPin {
+    Cdev(linux_embedded_hal::CdevPin),
+    Log(LogPin),
+}
+
+#[derive(Debug)]
+pub struct PinError(String);
+impl embedded_hal::digital::Error for PinError {
+    fn kind(&self) -> embedded_hal::digital::ErrorKind {
+        embedded_hal::digital::ErrorKind::Other
+    }
+}
+impl std::fmt::Display for PinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ErrorType for AnyPin {
+    type Error = PinError;
+}
+
+impl OutputPin for AnyPin {
+    fn set_low(&mut self) -> Result<(), PinError> {
+        match self {
+            AnyPin::Cdev(p) => p.set_low().map_err(|e| PinError(e.to_string())),
+            AnyPin::Log(p) => p.set_low().map_err(|e| match e {}),
+        }
+    }
+    fn set_high(&mut self) -> Result<(), PinError> {
+        match self {
+            AnyPin::Cdev(p) => p.set_high().map_err(|e| PinError(e.to_string())),
+            AnyPin::Log(p) => p.set_high().map_err(|e| match e {}),
+        }
+    }
+}
+
+impl AnyPin {
+    /// Requests `line` on `chip` as an output, initially at the electrical level that means "off".
+    pub fn cdev(chip: &Path, line: u32, active_low: bool) -> anyhow::Result<AnyPin> {
+        use anyhow::Context;
+        let mut c = gpio_cdev::Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?;
+        let l = c.get_line(line).with_context(|| format!("{}: no line {line}", chip.display()))?;
+        let off = u8::from(active_low);
+        let handle = l
+            .request(gpio_cdev::LineRequestFlags::OUTPUT, off, "lookout")
+            .with_context(|| format!("{} line {line} is busy or not an output", chip.display()))?;
+        Ok(AnyPin::Cdev(linux_embedded_hal::CdevPin::new(handle)?))
+    }
+}
+
+/// Pulses a pin on alerts. `active_low` inverts the electrical level (most relay boards switch on low).
+pub struct GpioSink<P: OutputPin> {
+    pin: P,
+    active_low: bool,
+    pulse: Duration,
+    on_until: Option<Instant>,
+    pub pulses: u64,
+    pub errors: u64,
+}
+
+impl<P: OutputPin> GpioSink<P> {
+    /// Takes the pin and drives it to "off".
+    pub fn new(pin: P, active_low: bool, pulse: Duration) -> GpioSink<P> {
+        let mut s = GpioSink { pin, active_low, pulse, on_until: None, pulses: 0, errors: 0 };
+        s.drive(false);
+        s
+    }
+
+    fn drive(&mut self, on: bool) {
+        let r = if on != self.active_low { self.pin.set_high() } else { self.pin.set_low() };
+        if let Err(e) = r {
+            self.errors += 1;
+            log::error!("gpio write failed: {e:?}");
+        }
+    }
+
+    /// An alert at `now`: switch on (or extend the pulse).
+    pub fn trigger(&mut self, now: Instant) {
+        if self.on_until.is_none() {
+            self.drive(true);
+        }
+        self.pulses += 1;
+        self.on_until = Some(now + self.pulse);
+    }
+
+    /// Call regularly: switches off once the pulse has lasted long enough.
+    pub fn tick(&mut self, now: Instant) {
+        if self.on_until.is_some_and(|t| now >= t) {
+            self.on_until = None;
+            self.drive(false);
+        }
+    }
+
+    /// When the pin must next be looked at, if it is on.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.on_until
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on_until.is_some()
+    }
+
+    /// Switch off now (shutdown).
+    pub fn off(&mut self) {
+        if self.on_until.take().is_some() {
+            self.drive(false);
+        }
+    }
+
+    pub fn pin(&self) -> &P {
+        &self.pin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Alert;
+
+    #[test]
+    fn alert_sentence_has_the_fixed_shape_and_checksum() {
+        let a = Alert { seq: 7, unix_ms: 1_700_000_000_123, pts_ms: 0, frame: 0, class_id: 2, score: 0.876, bbox: [10.4, 20.6, 300.0, 271.5] };
+        let mut s = Sentence::new();
+        alert_sentence(&mut s, &a, "gate", "car").unwrap();
+        let body = "LKALR,7,1700000000123,gate,car,0.88,10,21,300,272";
+        let cs = body.bytes().fold(0u8, |x, b| x ^ b);
+        assert_eq!(s.as_str(), format!("${body}*{cs:02X}\r\n"));
+        assert_eq!(verify(&s), Some(body));
+        let mut bad = s.as_str().to_string();
+        bad.replace_range(7..8, "8");
+        assert_eq!(verify(&bad), None);
+    }
+
+    #[derive(Default)]
+    struct Recorder(Vec<bool>);
+    impl ErrorType for Recorder {
+        type Error = core::convert::Infallible;
+    }
+    impl OutputPin for Recorder {
+        fn set_low(&mut self) -> Result<(), Self::Error> {
+            self.0.push(false);
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), Self::Error> {
+            self.0.push(true);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pulse_turns_off_after_its_time_and_active_low_inverts() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut g = GpioSink::new(Recorder::default(), false, ms(500));
+        g.trigger(t0);
+        g.tick(t0 + ms(499));
+        assert!(g.is_on());
+        g.trigger(t0 + ms(400)); // extends, no extra edge
+        g.tick(t0 + ms(899));
+        assert!(g.is_on());
+        g.tick(t0 + ms(900));
+        assert!(!g.is_on());
+        assert_eq!(g.pin().0, vec![false, true, false]);
+
+        let mut g = GpioSink::new(Recorder::default(), true, ms(10));
+        g.trigger(t0);
+        g.tick(t0 + ms(10));
+        assert_eq!(g.pin().0, vec![true, false, true]);
+    }
+}

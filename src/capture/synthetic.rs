@@ -1,0 +1,60 @@
+//! A synthetic test pattern: a bright square sliding over a gradient, with no file or device behind it.
+//!
+//! Why: it lets the whole pipeline (ring, preprocessing, inference, sinks) run and be measured anywhere,
+//! including on a board with no camera attached, and it never hits the disk, so it shows what the rest of
+//! the pipeline costs on its own.
+
+use super::{pts_ms, CaptureError, FrameSource, Next, SourceInfo};
+use crate::frame::{Frame, PixelFormat};
+
+pub struct SyntheticSource {
+    info: SourceInfo,
+    /// Number of frames before the stream ends; `None` for endless.
+    frames: Option<u64>,
+    index: u64,
+}
+
+impl SyntheticSource {
+    pub fn new(width: u32, height: u32, fps: f64, frames: Option<u64>) -> SyntheticSource {
+        SyntheticSource { info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps }, frames, index: 0 }
+    }
+}
+
+impl FrameSource for SyntheticSource {
+    fn info(&self) -> SourceInfo {
+        self.info
+    }
+
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
+        if self.frames.is_some_and(|n| self.index >= n) {
+            return Ok(Next::End);
+        }
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let side = (w.min(h) / 4).max(1);
+        let x0 = (self.index as usize * 4) % w.max(1);
+        let y0 = (h - side) / 2;
+        let len = self.info.frame_len();
+        for (i, px) in frame.data[..len].chunks_exact_mut(3).enumerate() {
+            let (x, y) = (i % w, i / w);
+            let inside = x >= x0 && x < x0 + side && y >= y0 && y < y0 + side;
+            if inside {
+                px.copy_from_slice(&[240, 240, 240]);
+            } else {
+                px.copy_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, 64]);
+            }
+        }
+        frame.len = len;
+        frame.format = PixelFormat::Rgb24;
+        frame.width = self.info.width;
+        frame.height = self.info.height;
+        frame.index = self.index;
+        frame.pts_ms = pts_ms(self.index, self.info.fps);
+        self.index += 1;
+        Ok(Next::Frame)
+    }
+
+    fn rewind(&mut self) -> Result<bool, CaptureError> {
+        self.index = 0;
+        Ok(true)
+    }
+}

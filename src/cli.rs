@@ -1,0 +1,296 @@
+//! The command line: `run`, `check`, `detect`.
+//!
+//! Why here and not in `main.rs`: the commands are the product's edges, where errors become messages and
+//! exit codes (0 good, 1 failed while running, 2 bad configuration or refused model), and tests call them
+//! through the real binary. Arguments are few and fixed, so they are parsed by hand.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::capture::{CaptureError, FrameSource, Next};
+use crate::config::{Config, SourceKind};
+use crate::frame::Frame;
+use crate::model::{Model, ModelError, ModelSource, SelfTestReport};
+use crate::pipeline::{self, Analyzer, FrameMeta};
+
+const USAGE: &str = "\
+lookout: edge camera sensor (frames -> ONNX detector -> rules -> serial/GPIO alerts)
+
+usage:
+  lookout [run] [--config FILE]          run the pipeline (default: built-in model on the built-in clip)
+  lookout check [--config FILE] [--model MANIFEST]
+                                         validate config and model (sha256, self-test); exit 0 ok, 2 not
+  lookout detect --source FILE [--model MANIFEST] [--fps N] --json
+                                         one JSON line of detections per frame, no rules
+  lookout --version | --help
+
+RUST_LOG=debug|info|warn sets the log level (default info, on stderr).";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+struct Args {
+    command: String,
+    config: Option<PathBuf>,
+    model: Option<PathBuf>,
+    source: Option<PathBuf>,
+    fps: f64,
+    json: bool,
+}
+
+fn parse_args(args: Vec<String>) -> Result<Args, String> {
+    let mut a = Args { command: "run".into(), config: None, model: None, source: None, fps: 25.0, json: false };
+    let mut it = args.into_iter().peekable();
+    if let Some(first) = it.peek() {
+        if !first.starts_with('-') {
+            a.command = it.next().unwrap_or_default();
+        }
+    }
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--config" | "-c" => a.config = Some(value("--config")?.into()),
+            "--model" | "-m" => a.model = Some(value("--model")?.into()),
+            "--source" | "-s" => a.source = Some(value("--source")?.into()),
+            "--fps" => a.fps = value("--fps")?.parse().map_err(|_| "--fps needs a number".to_string())?,
+            "--json" => a.json = true,
+            "--version" | "-V" => a.command = "version".into(),
+            "--help" | "-h" => a.command = "help".into(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+/// Entry point; returns the process exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lookout: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match args.command.as_str() {
+        "run" => cmd_run(&args),
+        "check" => cmd_check(&args),
+        "detect" => cmd_detect(&args),
+        "version" => {
+            println!("{}", version());
+            0
+        }
+        "help" => {
+            println!("{USAGE}");
+            0
+        }
+        other => {
+            eprintln!("lookout: unknown command {other:?}\n\n{USAGE}");
+            2
+        }
+    }
+}
+
+/// `lookout <version> (<target>, tract <version>)`.
+pub fn version() -> String {
+    format!(
+        "lookout {} ({}-{}, tract {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        crate::infer::TRACT_VERSION
+    )
+}
+
+fn load_config(args: &Args) -> Result<Config, i32> {
+    match &args.config {
+        None => Ok(Config::default()),
+        Some(p) => Config::load(p).map_err(|e| {
+            eprintln!("lookout: config error: {e}");
+            2
+        }),
+    }
+}
+
+fn model_source(args: &Args, cfg: &Config) -> ModelSource {
+    match args.model.as_ref().or(cfg.model.manifest.as_ref()) {
+        Some(p) => ModelSource::Manifest(p.clone()),
+        None => ModelSource::Builtin,
+    }
+}
+
+fn load_model(src: &ModelSource, cfg: &Config) -> Result<(Model, SelfTestReport), ModelError> {
+    let (mut m, report) = Model::load_checked(src)?;
+    if let Some(s) = cfg.model.score_threshold {
+        m.decoder.score_threshold = s.0;
+    }
+    if let Some(s) = cfg.model.nms_iou {
+        m.decoder.nms_iou = s.0;
+    }
+    Ok((m, report))
+}
+
+fn describe(report: &SelfTestReport) -> String {
+    report
+        .outputs
+        .iter()
+        .map(|(n, bad, total, max)| format!("{n}: {bad}/{total} values off, max diff {max:.1e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn cmd_check(args: &Args) -> i32 {
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let src = model_source(args, &cfg);
+    match load_model(&src, &cfg) {
+        Ok((m, report)) => {
+            if let Err(e) = crate::rules::Rules::new(&cfg.rules, &m.manifest.labels, &m.manifest.alert_classes, m.decoder.score_threshold) {
+                eprintln!("lookout: config error: {e}");
+                return 2;
+            }
+            println!("ok: model {} (sha256 {}…) passed its self-test ({})", m.manifest.name, &m.manifest.sha256[..12.min(m.manifest.sha256.len())], describe(&report));
+            if let Some(p) = &args.config {
+                println!("ok: config {}", p.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("lookout: model refused: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_run(args: &Args) -> i32 {
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (model, report) = match load_model(&model_source(args, &cfg), &cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lookout: model refused: {e}");
+            return 2;
+        }
+    };
+    log::info!("{}; model {} self-test passed ({})", version(), model.manifest.name, describe(&report));
+    let analyzer = match pipeline::open_sinks(&cfg).and_then(|(serial, gpio)| Analyzer::new(model, &cfg, serial, gpio)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            return 2;
+        }
+    };
+    install_signal_handlers();
+    match pipeline::run(&cfg, analyzer, &STOP) {
+        Ok(s) => {
+            log::info!(
+                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} inference errors, mean {:.1} ms per frame",
+                s.captured,
+                s.analysed,
+                s.dropped,
+                s.corrupt,
+                s.alerts,
+                s.infer_errors,
+                s.mean_infer_us as f64 / 1000.0
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            1
+        }
+    }
+}
+
+fn cmd_detect(args: &Args) -> i32 {
+    if !args.json {
+        eprintln!("lookout: detect writes JSON lines; pass --json\n\n{USAGE}");
+        return 2;
+    }
+    let Some(path) = args.source.clone() else {
+        eprintln!("lookout: detect needs --source FILE\n\n{USAGE}");
+        return 2;
+    };
+    let mut cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    cfg.source.kind = if path.extension().is_some_and(|e| e == "y4m") { SourceKind::Y4m } else { SourceKind::Mjpeg };
+    cfg.source.path = Some(path);
+    cfg.source.fps = crate::config::Fps(args.fps);
+    let (mut model, _) = match load_model(&model_source(args, &cfg), &cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lookout: model refused: {e}");
+            return 2;
+        }
+    };
+    let mut source = match pipeline::open_source(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lookout: {e}");
+            return 1;
+        }
+    };
+    match detect_loop(&mut model, source.as_mut()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            1
+        }
+    }
+}
+
+fn detect_loop(model: &mut Model, source: &mut dyn FrameSource) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut frame = Frame::with_capacity(source.info().frame_len());
+    let mut dets = Vec::with_capacity(model.max_candidates());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    loop {
+        match source.next_frame(&mut frame) {
+            Ok(Next::Frame) => {}
+            Ok(Next::End) => break,
+            Err(CaptureError::Corrupt { index, reason }) => {
+                log::warn!("skipping corrupt frame {index}: {reason}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let meta = FrameMeta::from(&frame);
+        let geom = model.preprocessor.run(&frame, model.engine.input_mut());
+        model.engine.run()?;
+        let engine = &model.engine;
+        model.decoder.decode(|i| engine.output(i), &geom, &mut dets);
+        let list: Vec<serde_json::Value> = dets
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "class": model.manifest.labels.get(d.class_id as usize).map(String::as_str).unwrap_or("?"),
+                    "class_id": d.class_id,
+                    "score": d.score,
+                    "box": d.bbox,
+                })
+            })
+            .collect();
+        let line = serde_json::json!({"frame": meta.index, "pts_ms": meta.pts_ms, "detections": list});
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! Configuration: one TOML file, read once at start-up into typed, validated values.
+//!
+//! Why so strict: a sensor left on a gate for months must not run with a typo silently ignored. Unknown keys
+//! are errors (`deny_unknown_fields`), values are checked while they are read (a score outside 0..1, an
+//! unsupported baud rate, a camera name that would break the serial sentence), and every error names the
+//! file, the line and the field. Relative paths are taken relative to the config file. Every field has a
+//! default, so an empty file (or no file: the built-in default) is a working configuration: the shipped
+//! FastestDet int8 model on the shipped clip, alerts as sentences on stdout, GPIO on a logging pin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration error that points at the file, line and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the error is not tied to a place in the file.
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field, e.g. `serial.baud`.
+    pub field: String,
+    pub message: String,
+}
+
+/// Score threshold in 0..=1.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Score(pub f32);
+impl TryFrom<f64> for Score {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(Score(v as f32))
+        } else {
+            Err(format!("{v} is not a score between 0 and 1"))
+        }
+    }
+}
+
+/// A camera name: it goes into serial sentences, so only letters, digits, `-`, `_` and `.`, 1..=32 chars.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Name(pub String);
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        let ok = !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(Name(v))
+        } else {
+            Err(format!("{v:?} is not a valid name (1-32 characters of A-Z a-z 0-9 - _ .)"))
+        }
+    }
+}
+
+/// Serial baud rates termios supports.
+pub const BAUD_RATES: [u32; 12] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1_000_000];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Baud(pub u32);
+impl TryFrom<u32> for Baud {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Self, String> {
+        if BAUD_RATES.contains(&v) {
+            Ok(Baud(v))
+        } else {
+            Err(format!("{v} is not a supported baud rate (one of {BAUD_RATES:?})"))
+        }
+    }
+}
+
+/// Ring size: 2..=16 slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Slots(pub usize);
+impl TryFrom<u32> for Slots {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Self, String> {
+        if (2..=crate::ring::MAX_SLOTS as u32).contains(&v) {
+            Ok(Slots(v as usize))
+        } else {
+            Err(format!("{v} slots: the ring needs 2 to {} slots", crate::ring::MAX_SLOTS))
+        }
+    }
+}
+
+/// Frames per second, > 0 and <= 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Fps(pub f64);
+impl TryFrom<f64> for Fps {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, String> {
+        if v > 0.0 && v <= 1000.0 {
+            Ok(Fps(v))
+        } else {
+            Err(format!("{v} is not a frame rate (0 < fps <= 1000)"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub camera: CameraConfig,
+    pub source: SourceConfig,
+    pub model: ModelConfig,
+    pub ring: RingConfig,
+    pub rules: RulesConfig,
+    pub serial: SerialConfig,
+    pub gpio: GpioConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Name reported in every alert. Default `cam0`.
+    pub name: Name,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The clip built into the binary (the shipped bikes clip, MJPEG, 640x272, 25 fps).
+    Builtin,
+    /// An MJPEG stream file (`path`), at `fps`.
+    Mjpeg,
+    /// A Y4M file (`path`); its header gives size and rate.
+    Y4m,
+    /// A moving test pattern, `width` x `height` at `fps`, `frames` long (endless if unset).
+    Synthetic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    /// Deliver frames at the clip's frame rate, like a camera; inference that falls behind drops frames.
+    Realtime,
+    /// As fast as inference takes them; nothing is dropped (file analysis, tests).
+    Fast,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `builtin` (default), `mjpeg`, `y4m` or `synthetic`.
+    pub kind: SourceKind,
+    /// File to read (`mjpeg`, `y4m`); relative to the config file.
+    pub path: Option<PathBuf>,
+    /// Frame rate in frames/s for `mjpeg` and `synthetic` (files without a rate). Default 25.
+    pub fps: Fps,
+    /// `realtime` or `fast`. Default `fast` for files (every frame analysed), `realtime` otherwise.
+    pub pace: Option<Pace>,
+    /// Start the clip again at its end instead of stopping. Default false.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// Synthetic frame width and height in pixels. Default 640 x 480.
+    pub width: u32,
+    pub height: u32,
+    /// Synthetic stream length in frames; unset = endless.
+    pub frames: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Model manifest (`models/<name>.toml`); unset = the built-in FastestDet int8.
+    pub manifest: Option<PathBuf>,
+    /// Override of the manifest's decoder score threshold (0..1).
+    pub score_threshold: Option<Score>,
+    /// Override of the manifest's NMS IoU threshold (0..1).
+    pub nms_iou: Option<Score>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingConfig {
+    /// Frame slots allocated at start-up (2..16). Default 4.
+    pub slots: Slots,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassRule {
+    pub min_score: Option<Score>,
+    pub min_area: Option<f32>,
+    pub confirm_frames: Option<u32>,
+    pub cooldown_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Labels (from the model manifest) that may raise alerts. Default: the manifest's `alert_classes`
+    /// (person, bicycle, car, motorbike, bus, truck for FastestDet; face for the face models).
+    pub classes: Option<Vec<String>>,
+    /// Minimum detection score (0..1) for a detection to count. Default: the manifest's score threshold.
+    pub min_score: Option<Score>,
+    /// Minimum box area in source pixels² (filters far-away specks). Default 0.
+    pub min_area: f32,
+    /// Consecutive analysed frames a class must be present in before it alerts. Default 2.
+    pub confirm_frames: u32,
+    /// After an alert, the same class stays quiet for this long, in milliseconds of stream time. Default 5000.
+    pub cooldown_ms: u64,
+    /// Per-label overrides of the four values above, e.g. `[rules.class.person] min_score = 0.5`.
+    pub class: BTreeMap<String, ClassRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerialConfig {
+    /// Serial device for alert sentences (e.g. `/dev/ttyAMA0`); unset = stdout.
+    pub port: Option<PathBuf>,
+    /// Baud rate, 8N1, raw. Default 115200.
+    pub baud: Baud,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpioConfig {
+    /// GPIO character device (e.g. `/dev/gpiochip0`); unset = a logging pin.
+    pub chip: Option<PathBuf>,
+    /// Line offset on the chip. Required with `chip`.
+    pub line: Option<u32>,
+    /// Drive the line low for "on" (most relay boards). Default false.
+    pub active_low: bool,
+    /// How long the line stays on after an alert, in milliseconds. Default 500.
+    pub pulse_ms: u64,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig { name: Name("cam0".into()) }
+    }
+}
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            kind: SourceKind::Builtin,
+            path: None,
+            fps: Fps(25.0),
+            pace: None,
+            looping: false,
+            width: 640,
+            height: 480,
+            frames: None,
+        }
+    }
+}
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { manifest: None, score_threshold: None, nms_iou: None }
+    }
+}
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig { slots: Slots(4) }
+    }
+}
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            classes: None,
+            min_score: None,
+            min_area: 0.0,
+            confirm_frames: 2,
+            cooldown_ms: 5_000,
+            class: BTreeMap::new(),
+        }
+    }
+}
+impl Default for SerialConfig {
+    fn default() -> Self {
+        SerialConfig { port: None, baud: Baud(115_200) }
+    }
+}
+impl Default for GpioConfig {
+    fn default() -> Self {
+        GpioConfig { chip: None, line: None, active_low: false, pulse_ms: 500 }
+    }
+}
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            camera: CameraConfig::default(),
+            source: SourceConfig::default(),
+            model: ModelConfig::default(),
+            ring: RingConfig::default(),
+            rules: RulesConfig::default(),
+            serial: SerialConfig::default(),
+            gpio: GpioConfig::default(),
+        }
+    }
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Finds the line of `key` inside `[table]` (or at top level when `table` is empty); 0 if absent.
+fn find_key_line(text: &str, table: &str, key: &str) -> usize {
+    let mut current = String::new();
+    for (n, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if let Some(h) = l.strip_prefix('[') {
+            current = h.trim_end_matches(']').trim().to_string();
+            continue;
+        }
+        if current == table {
+            if let Some((k, _)) = l.split_once('=') {
+                if k.trim() == key {
+                    return n + 1;
+                }
+            }
+        }
+    }
+    0
+}
+
+impl Config {
+    /// Parses `text` (read from `file`, used in messages) and validates it. Relative paths are resolved
+    /// against `base`.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError { file: file.into(), line, column, field: "(syntax)".into(), message: e.message().into() }
+        })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError { file: file.into(), line, column, field, message: inner.message().into() }
+        })?;
+        let err = |table: &str, key: &str, message: String| {
+            let line = find_key_line(text, table, key).max(find_key_line(text, "", table));
+            ConfigError { file: file.into(), line, column: if line > 0 { 1 } else { 0 }, field: format!("{table}.{key}"), message }
+        };
+        match cfg.source.kind {
+            SourceKind::Mjpeg | SourceKind::Y4m => match &cfg.source.path {
+                None => return Err(err("source", "path", "a file source needs `path`".into())),
+                Some(p) if p.is_relative() => cfg.source.path = Some(base.join(p)),
+                Some(_) => {}
+            },
+            SourceKind::Synthetic => {
+                if !(16..=8192).contains(&cfg.source.width) || !(16..=8192).contains(&cfg.source.height) {
+                    return Err(err("source", "width", "synthetic size must be 16..8192 pixels each way".into()));
+                }
+            }
+            SourceKind::Builtin => {}
+        }
+        if let Some(p) = &cfg.model.manifest {
+            if p.is_relative() {
+                cfg.model.manifest = Some(base.join(p));
+            }
+        }
+        if let Some(p) = &cfg.serial.port {
+            if p.is_relative() {
+                return Err(err("serial", "port", format!("{} is not an absolute device path", p.display())));
+            }
+        }
+        if cfg.gpio.chip.is_some() != cfg.gpio.line.is_some() {
+            return Err(err("gpio", "line", "`chip` and `line` go together: set both or neither".into()));
+        }
+        if cfg.rules.confirm_frames == 0 {
+            return Err(err("rules", "confirm_frames", "must be at least 1".into()));
+        }
+        if cfg.rules.min_area < 0.0 {
+            return Err(err("rules", "min_area", "must not be negative".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Effective pacing: files default to `fast`, the synthetic source to `realtime`.
+    pub fn pace(&self) -> Pace {
+        self.source.pace.unwrap_or(match self.source.kind {
+            SourceKind::Synthetic => Pace::Realtime,
+            _ => Pace::Fast,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, "test.toml", Path::new("/etc/lookout"))
+    }
+
+    #[test]
+    fn empty_file_is_the_builtin_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.source.kind, SourceKind::Builtin);
+        assert_eq!(c.ring.slots, Slots(4));
+        assert_eq!(c.serial.baud, Baud(115_200));
+        assert_eq!(c.pace(), Pace::Fast);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let e = parse("[camera]\nname = \"gate\"\n\n[serial]\nbaud = 9600\nparity = \"even\"\n").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("test.toml", 6), "{e}");
+        assert!(e.message.contains("parity"), "{e}");
+        assert!(e.field.starts_with("serial"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_field() {
+        let e = parse("[serial]\nbaud = 12345\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "serial.baud"), "{e}");
+        assert!(e.message.contains("baud"), "{e}");
+        let e = parse("[rules]\nmin_score = 1.5\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "rules.min_score"), "{e}");
+        let e = parse("[camera]\nname = \"gate,1\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "camera.name"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_errors_point_at_the_table() {
+        let e = parse("[source]\nkind = \"mjpeg\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (1, "source.path"), "{e}");
+        let e = parse("[gpio]\nchip = \"/dev/gpiochip0\"\n").unwrap_err();
+        assert_eq!(e.field, "gpio.line", "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("[camera]\nname = \n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse("[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\n[model]\nmanifest = \"m.toml\"\n").unwrap();
+        assert_eq!(c.source.path.unwrap(), Path::new("/etc/lookout/clip.mjpeg"));
+        assert_eq!(c.model.manifest.unwrap(), Path::new("/etc/lookout/m.toml"));
+    }
+}

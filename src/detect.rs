@@ -1,0 +1,241 @@
+//! Detection: turning a model's raw output tensors into boxes in source-frame pixels.
+//!
+//! Why a module of its own: every detector family encodes boxes differently (grid cells with tanh offsets,
+//! pre-decoded normalized corners, anchor-free strides with exp sizes), but what the rules and the outside
+//! world need is one thing: class, score and a box in the pixels of the frame the camera gave. Decoders
+//! write candidates into a vector allocated once with room for every anchor, then class-aware greedy NMS
+//! compacts it in place, so decoding allocates nothing per frame. Decoding follows
+//! `../shared/models/README.md`; `scripts/reference.py` decodes the same way, independently, in Python.
+
+use crate::preprocess::Geometry;
+
+/// One detected object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub class_id: u16,
+    pub score: f32,
+    /// x1, y1, x2, y2 in source-frame pixels.
+    pub bbox: [f32; 4],
+}
+
+impl Detection {
+    pub fn area(&self) -> f32 {
+        (self.bbox[2] - self.bbox[0]).max(0.0) * (self.bbox[3] - self.bbox[1]).max(0.0)
+    }
+}
+
+/// Intersection over union of two x1,y1,x2,y2 boxes.
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// Class-aware greedy non-maximum suppression, in place: sorts by score (descending) and keeps a box only
+/// if no kept box of the same class overlaps it by more than `iou_threshold`.
+pub fn nms(dets: &mut Vec<Detection>, iou_threshold: f32) {
+    dets.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.class_id.cmp(&b.class_id)));
+    let mut kept = 0;
+    for i in 0..dets.len() {
+        let d = dets[i];
+        let suppressed = dets[..kept].iter().any(|k| k.class_id == d.class_id && iou(&k.bbox, &d.bbox) > iou_threshold);
+        if !suppressed {
+            dets[kept] = d;
+            kept += 1;
+        }
+    }
+    dets.truncate(kept);
+}
+
+/// Detector output families the product can decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderKind {
+    /// One output, 1 x (5 + classes) x H x W: objectness, tanh offsets, sigmoid sizes, class scores.
+    Fastestdet,
+    /// Two outputs: scores N x 2 (background, face) and boxes N x 4 (normalized x1, y1, x2, y2).
+    Ultraface,
+    /// Twelve outputs: cls, obj, bbox, kps for strides 8, 16, 32.
+    Yunet,
+}
+
+impl DecoderKind {
+    pub fn output_count(self) -> usize {
+        match self {
+            DecoderKind::Fastestdet => 1,
+            DecoderKind::Ultraface => 2,
+            DecoderKind::Yunet => 12,
+        }
+    }
+
+    /// Most candidates one frame can produce (the capacity of the candidate vector).
+    pub fn max_candidates(self, output_lens: &[usize]) -> usize {
+        match self {
+            DecoderKind::Fastestdet => output_lens.first().copied().unwrap_or(0),
+            DecoderKind::Ultraface => output_lens.first().copied().unwrap_or(0) / 2,
+            DecoderKind::Yunet => output_lens.iter().take(3).sum(),
+        }
+    }
+}
+
+/// Decoding parameters for one model.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub kind: DecoderKind,
+    pub classes: usize,
+    pub input_w: usize,
+    pub input_h: usize,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Decoder {
+    /// Decodes the outputs of one run into `out` (cleared first; its capacity must be at least
+    /// [`DecoderKind::max_candidates`]), mapped to source pixels with `geom`, after NMS. `outputs(i)` gives
+    /// output tensor `i` flattened.
+    pub fn decode<'a>(&self, outputs: impl Fn(usize) -> &'a [f32], geom: &Geometry, out: &mut Vec<Detection>) {
+        out.clear();
+        let (iw, ih) = (self.input_w as f32, self.input_h as f32);
+        let mut push = |class_id: usize, score: f32, b: [f32; 4]| {
+            if out.len() < out.capacity() {
+                out.push(Detection { class_id: class_id as u16, score, bbox: geom.to_source(b) });
+            }
+        };
+        match self.kind {
+            DecoderKind::Fastestdet => {
+                let f = outputs(0);
+                let ch = 5 + self.classes;
+                let cells = f.len() / ch;
+                let side = (cells as f64).sqrt().round() as usize;
+                if side * side * ch != f.len() || side == 0 {
+                    return;
+                }
+                let (gw, gh) = (side, side);
+                let at = |c: usize, y: usize, x: usize| f[c * gh * gw + y * gw + x];
+                for y in 0..gh {
+                    for x in 0..gw {
+                        let obj = at(0, y, x).clamp(0.0, 1.0);
+                        let (mut best, mut best_c) = (f32::MIN, 0);
+                        for c in 0..self.classes {
+                            let s = at(5 + c, y, x);
+                            if s > best {
+                                best = s;
+                                best_c = c;
+                            }
+                        }
+                        let score = obj.powf(0.6) * best.clamp(0.0, 1.0).powf(0.4);
+                        if score <= self.score_threshold {
+                            continue;
+                        }
+                        let cx = (x as f32 + at(1, y, x).tanh()) / gw as f32;
+                        let cy = (y as f32 + at(2, y, x).tanh()) / gh as f32;
+                        let w = sigmoid(at(3, y, x));
+                        let h = sigmoid(at(4, y, x));
+                        push(best_c, score, [(cx - w / 2.0) * iw, (cy - h / 2.0) * ih, (cx + w / 2.0) * iw, (cy + h / 2.0) * ih]);
+                    }
+                }
+            }
+            DecoderKind::Ultraface => {
+                let (scores, boxes) = (outputs(0), outputs(1));
+                let n = (scores.len() / 2).min(boxes.len() / 4);
+                for i in 0..n {
+                    let score = scores[2 * i + 1];
+                    if score <= self.score_threshold {
+                        continue;
+                    }
+                    let b = &boxes[4 * i..4 * i + 4];
+                    push(0, score, [b[0] * iw, b[1] * ih, b[2] * iw, b[3] * ih]);
+                }
+            }
+            DecoderKind::Yunet => {
+                for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
+                    let (cls, obj, bbox) = (outputs(k), outputs(3 + k), outputs(6 + k));
+                    let cols = self.input_w / stride;
+                    let n = cls.len().min(obj.len()).min(bbox.len() / 4);
+                    let s = stride as f32;
+                    for i in 0..n {
+                        let score = (cls[i].clamp(0.0, 1.0) * obj[i].clamp(0.0, 1.0)).sqrt();
+                        if score <= self.score_threshold {
+                            continue;
+                        }
+                        let (row, col) = ((i / cols) as f32, (i % cols) as f32);
+                        let b = &bbox[4 * i..4 * i + 4];
+                        let (cx, cy) = ((col + b[0]) * s, (row + b[1]) * s);
+                        let (w, h) = (b[2].exp() * s, b[3].exp() * s);
+                        push(0, score, [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]);
+                    }
+                }
+            }
+        }
+        nms(out, self.nms_iou);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::{ColorOrder, InputSpec, Resize};
+
+    fn det(c: u16, s: f32, b: [f32; 4]) -> Detection {
+        Detection { class_id: c, score: s, bbox: b }
+    }
+
+    #[test]
+    fn nms_is_class_aware_and_keeps_the_best() {
+        let mut d = vec![
+            det(0, 0.5, [0.0, 0.0, 10.0, 10.0]),
+            det(0, 0.9, [1.0, 1.0, 11.0, 11.0]),
+            det(1, 0.8, [0.0, 0.0, 10.0, 10.0]),
+            det(0, 0.7, [50.0, 50.0, 60.0, 60.0]),
+        ];
+        nms(&mut d, 0.45);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].score, 0.9);
+        assert_eq!(d[1].class_id, 1);
+        assert_eq!(d[2].bbox[0], 50.0);
+    }
+
+    #[test]
+    fn fastestdet_cell_decodes_to_source_pixels() {
+        // 2 classes, 2x2 grid; one hot cell at (y=1, x=0) of class 1.
+        let (classes, g) = (2, 2);
+        let mut f = vec![0.0f32; (5 + classes) * g * g];
+        let cell = g; // y=1, x=0
+        f[cell] = 1.0; // obj
+        f[g * g + cell] = 0.0; // tanh(0) = 0 -> cx = 0/2
+        f[2 * g * g + cell] = 0.0; // cy = 1/2
+        f[3 * g * g + cell] = 0.0; // w = sigmoid(0) = 0.5
+        f[4 * g * g + cell] = 0.0;
+        f[6 * g * g + cell] = 1.0; // class 1 score
+        let spec = InputSpec {
+            width: 100,
+            height: 100,
+            order: ColorOrder::Bgr,
+            resize: Resize::Stretch,
+            scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad: 0.0,
+        };
+        let geom = Geometry::new(&spec, 200, 100);
+        let dec = Decoder { kind: DecoderKind::Fastestdet, classes, input_w: 100, input_h: 100, score_threshold: 0.5, nms_iou: 0.45 };
+        let mut out = Vec::with_capacity(8);
+        dec.decode(|_| &f[..], &geom, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].class_id, 1);
+        assert!((out[0].score - 1.0).abs() < 1e-6);
+        // cx = 0, w = 0.5 -> x in [-25, 25] input px -> clipped to [0, 50] source px (x scale 0.5).
+        assert_eq!(out[0].bbox, [0.0, 25.0, 50.0, 75.0]);
+    }
+}

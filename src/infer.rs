@@ -1,0 +1,108 @@
+//! Inference: the one module that knows tract.
+//!
+//! Why it is shaped this way: loading, typing and optimizing an ONNX graph takes hundreds of milliseconds
+//! and allocates freely, so it happens once, at start-up, with the model's input shape fixed. Per frame we
+//! only write pixels into the input tensor and run the prepared plan. The input tensor is kept between
+//! frames and handed to tract as a shared value; tract lets go of it when a run ends, so the next frame's
+//! preprocessing writes into the same memory. tract still allocates its intermediate and output tensors in
+//! each run (measured in `tests/steady_state.rs`), which is the one place the steady state allocates.
+//! Every output must be f32 (quantized models must end in DequantizeLinear, as QDQ exports do).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::SimpleState;
+
+/// Why a run failed. Loading errors are plain `anyhow` errors: they stop start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// A loaded, optimized model with its input tensor and the outputs of the last run.
+pub struct Engine {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+    outputs: TVec<TValue>,
+    output_lens: Vec<usize>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("input", &self.input.shape()).field("output_lens", &self.output_lens).finish()
+    }
+}
+
+/// tract's version, for `--version` and logs.
+pub const TRACT_VERSION: &str = "0.23.9";
+
+impl Engine {
+    /// Loads an ONNX model from memory, fixes its input to `shape` (NCHW, f32), optimizes it and checks that
+    /// it has `n_outputs` f32 outputs.
+    pub fn load(onnx: &[u8], shape: [usize; 4], n_outputs: usize) -> anyhow::Result<Engine> {
+        use anyhow::Context;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .context("tract could not read the ONNX model")?
+            .with_input_fact(0, f32::fact(shape).into())
+            .context("setting the input shape")?
+            .into_optimized()
+            .context("tract could not type and optimize the model")?;
+        anyhow::ensure!(
+            model.outputs.len() == n_outputs,
+            "the model has {} outputs, the manifest lists {n_outputs}",
+            model.outputs.len()
+        );
+        let mut output_lens = Vec::with_capacity(n_outputs);
+        for (i, o) in model.outputs.iter().enumerate() {
+            let fact = model.outlet_fact(*o)?;
+            anyhow::ensure!(fact.datum_type == f32::datum_type(), "output {i} is {:?}, not f32", fact.datum_type);
+            let len = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.iter().product())
+                .with_context(|| format!("output {i} has no fixed shape"))?;
+            output_lens.push(len);
+        }
+        let plan = model.into_runnable().context("tract could not plan the model")?;
+        let state = SimpleState::new(&plan).context("tract could not make a run state")?;
+        let input = Arc::new(Tensor::zero::<f32>(&shape)?);
+        Ok(Engine { state, input, outputs: tvec!(), output_lens })
+    }
+
+    /// The input tensor's memory, to be filled by preprocessing.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        // tract drops its reference to the input at the end of each run, so this is exclusive and does not
+        // copy; `make_mut` would only clone if a run were still holding it.
+        let t = Arc::make_mut(&mut self.input);
+        debug_assert_eq!(t.datum_type(), f32::datum_type());
+        // SAFETY: the input tensor is created as f32 in `load` and never replaced by another type.
+        unsafe { t.as_slice_mut_unchecked::<f32>() }
+    }
+
+    /// Runs the model on the current input; outputs are then available from [`Engine::output`].
+    pub fn run(&mut self) -> Result<(), InferError> {
+        self.outputs.clear();
+        let out = self
+            .state
+            .run(tvec!(TValue::from_const(self.input.clone())))
+            .map_err(|e| InferError::Run(format!("{e:#}")))?;
+        self.outputs = out;
+        Ok(())
+    }
+
+    pub fn output_count(&self) -> usize {
+        self.output_lens.len()
+    }
+
+    /// Element count of output `i` (known from load).
+    pub fn output_len(&self, i: usize) -> usize {
+        self.output_lens[i]
+    }
+
+    /// Output `i` of the last run as a flat f32 slice (empty before the first run).
+    pub fn output(&self, i: usize) -> &[f32] {
+        self.outputs.get(i).and_then(|t| t.as_plain_ram()).and_then(|v| v.as_slice::<f32>().ok()).unwrap_or(&[])
+    }
+}

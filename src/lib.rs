@@ -1,0 +1,38 @@
+//! lookout: an edge camera sensor. Frames in, alerts out, in fixed memory.
+//!
+//! # Layout
+//!
+//! ```text
+//!  capture (FrameSource: mjpeg, y4m, synthetic)          capture thread
+//!     │ writes into a slot
+//!     ▼
+//!  ring (fixed slots, heapless index queues, latest frame wins)
+//!     │ newest ready slot
+//!     ▼                                                   inference thread
+//!  preprocess (convert + resize + normalize, one pass) ─▶ infer (tract) ─▶ detect (decode + NMS)
+//!                                                                             │
+//!                                                                             ▼
+//!                                                  rules (score, area, confirm, cooldown)
+//!                                                                             │ Alert
+//!                                                                             ▼
+//!                                              alert (serial $LKALR sentences, GPIO pulse)
+//! ```
+//!
+//! - [`frame`]: the pixel buffers slots hold. [`capture`]: the sources. [`ring`]: the slots.
+//! - [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]: frame to detections.
+//! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
+//! - [`rules`]: when a detection becomes an alert. [`alert`]: where alerts go.
+//! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command.
+
+pub mod alert;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod frame;
+pub mod infer;
+pub mod model;
+pub mod pipeline;
+pub mod preprocess;
+pub mod ring;
+pub mod rules;

@@ -1,0 +1,360 @@
+//! Models: manifests, pinning, and the start-up self-test.
+//!
+//! Why: a model file is code. A manifest (`models/<name>.toml`) says exactly how to feed the model
+//! (input size, colour order, normalization, resize), how to decode it, what its labels are, and which
+//! bytes it must be (sha256). Loading alone proves little: a badly quantized file loads and runs and gives
+//! wrong numbers (see `ultraface-rfb320.int8-softmax-qdq.bad.toml`). So every manifest carries a self-test:
+//! a fixture image at the model's input size and the outputs an independent runtime (onnxruntime, made by
+//! `scripts/make_fixtures.py`) produced for it. At start-up the fixture goes through our own preprocessing
+//! and tract; if too many output values differ from the reference, the model is refused.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::detect::{Decoder, DecoderKind};
+use crate::frame::{Frame, PixelFormat};
+use crate::infer::Engine;
+use crate::preprocess::{ColorOrder, InputSpec, Preprocessor, Resize};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Short name, e.g. `fastestdet-int8`.
+    pub name: String,
+    /// ONNX file, relative to the manifest.
+    pub file: String,
+    /// Hex sha256 of `file`; a file with any other hash is refused.
+    pub sha256: String,
+    /// License file shipped next to the model.
+    pub license: String,
+    #[serde(default)]
+    pub description: String,
+    /// Class labels, indexed by class id.
+    pub labels: Vec<String>,
+    /// Labels that alert when the config does not say (`rules.classes` unset). Default: all labels.
+    #[serde(default)]
+    pub alert_classes: Vec<String>,
+    pub input: InputManifest,
+    pub decoder: DecoderManifest,
+    pub selftest: SelfTestManifest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputManifest {
+    /// Input tensor name in the ONNX graph (documentation; the first input is used).
+    pub name: String,
+    /// NCHW, batch 1, 3 channels.
+    pub shape: [usize; 4],
+    /// `rgb` or `bgr`.
+    pub color: ColorOrder,
+    /// value = (pixel * scale - mean[c]) / std[c], channels in R, G, B order.
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// `stretch` or `letterbox`.
+    pub resize: Resize,
+    /// Letterbox padding as a raw pixel value 0..255. Default 0.
+    #[serde(default)]
+    pub pad: f32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderManifest {
+    pub kind: DecoderKind,
+    /// Output tensor names in graph order (documentation and a count check).
+    pub outputs: Vec<String>,
+    /// Default score threshold (0..1) for a candidate to be kept.
+    pub score_threshold: f32,
+    /// Default NMS IoU threshold.
+    pub nms_iou: f32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestManifest {
+    /// Binary PPM (P6) at exactly the model's input size.
+    pub input: String,
+    /// All outputs of the reference run, concatenated in graph order, little-endian f32.
+    pub expected: String,
+    /// An element matches when |ours - reference| <= atol + rtol * |reference|.
+    pub atol: f32,
+    pub rtol: f32,
+    /// Largest fraction of elements of any one output allowed not to match.
+    pub max_mismatch: f64,
+    /// How the reference was made.
+    #[serde(default)]
+    pub reference: String,
+}
+
+/// Why a model was refused. `lookout check` prints it and exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error("{path}: sha256 mismatch: the manifest pins {expected}, the file is {actual}; refusing a modified model")]
+    Sha256 { path: String, expected: String, actual: String },
+    #[error("{path}: {source:#}")]
+    Load { path: String, source: anyhow::Error },
+    #[error("model {name} failed its self-test: output {output} differs from the reference in {mismatched} of {total} values ({percent:.2}% > {allowed:.2}% allowed; largest difference {max_diff:.4})")]
+    SelfTest { name: String, output: String, mismatched: usize, total: usize, percent: f64, allowed: f64, max_diff: f32 },
+}
+
+/// Where a manifest and the files it names live.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// The default model compiled into the binary.
+    Builtin,
+    /// A manifest on disk; its files are relative to its directory.
+    Manifest(PathBuf),
+}
+
+/// Files of the built-in default model (FastestDet int8), compiled into the binary so that `lookout run`
+/// works from any directory and a flashed board needs nothing else.
+const BUILTIN: &[(&str, &[u8])] = &[
+    ("fastestdet-int8.toml", include_bytes!("../models/fastestdet-int8.toml")),
+    ("fastestdet.int8.onnx", include_bytes!("../models/fastestdet.int8.onnx")),
+    ("selftest/bikes-352x352.ppm", include_bytes!("../models/selftest/bikes-352x352.ppm")),
+    ("selftest/fastestdet-int8.expected.f32", include_bytes!("../models/selftest/fastestdet-int8.expected.f32")),
+];
+
+impl ModelSource {
+    fn display(&self) -> String {
+        match self {
+            ModelSource::Builtin => "builtin:fastestdet-int8.toml".into(),
+            ModelSource::Manifest(p) => p.display().to_string(),
+        }
+    }
+
+    fn read(&self, rel: &str) -> Result<Cow<'static, [u8]>, String> {
+        match self {
+            ModelSource::Builtin => BUILTIN
+                .iter()
+                .find(|(n, _)| *n == rel)
+                .map(|(_, b)| Cow::Borrowed(*b))
+                .ok_or_else(|| format!("builtin:{rel}: not built in")),
+            ModelSource::Manifest(p) => {
+                let path = p.parent().unwrap_or(Path::new(".")).join(rel);
+                std::fs::read(&path).map(Cow::Owned).map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
+
+    fn manifest_text(&self) -> Result<Cow<'static, [u8]>, String> {
+        match self {
+            ModelSource::Builtin => self.read("fastestdet-int8.toml"),
+            ModelSource::Manifest(p) => std::fs::read(p).map(Cow::Owned).map_err(|e| format!("{}: {e}", p.display())),
+        }
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a binary PPM (P6, maxval 255) into an RGB frame.
+pub fn read_ppm(bytes: &[u8]) -> Result<Frame, String> {
+    let mut fields = Vec::with_capacity(4);
+    let mut i = 0;
+    while fields.len() < 4 {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'#' {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if start == i {
+            return Err("PPM header is incomplete".into());
+        }
+        fields.push(std::str::from_utf8(&bytes[start..i]).map_err(|_| "PPM header is not text")?);
+    }
+    if fields[0] != "P6" || fields[3] != "255" {
+        return Err("only binary PPM (P6, maxval 255) is supported".into());
+    }
+    let w: u32 = fields[1].parse().map_err(|_| "bad PPM width")?;
+    let h: u32 = fields[2].parse().map_err(|_| "bad PPM height")?;
+    let data = &bytes[i + 1..];
+    let len = PixelFormat::Rgb24.frame_len(w, h);
+    if data.len() < len {
+        return Err(format!("PPM has {} pixel bytes, {w}x{h} needs {len}", data.len()));
+    }
+    let mut f = Frame::with_capacity(len);
+    f.data.copy_from_slice(&data[..len]);
+    (f.len, f.width, f.height, f.format) = (len, w, h, PixelFormat::Rgb24);
+    Ok(f)
+}
+
+/// A model ready to run: engine, preprocessing and decoding, as its manifest describes.
+pub struct Model {
+    pub manifest: Manifest,
+    pub source: ModelSource,
+    pub engine: Engine,
+    pub decoder: Decoder,
+    pub preprocessor: Preprocessor,
+}
+
+/// What a passed self-test measured.
+#[derive(Debug, Clone)]
+pub struct SelfTestReport {
+    /// Per output: (name, mismatched values, total values, largest absolute difference).
+    pub outputs: Vec<(String, usize, usize, f32)>,
+}
+
+impl Model {
+    /// Reads the manifest, checks the model's sha256 and loads it into tract. Does not run the self-test.
+    pub fn load(source: &ModelSource) -> Result<Model, ModelError> {
+        let path = source.display();
+        let merr = |message: String| ModelError::Manifest { path: path.clone(), message };
+        let text = source.manifest_text().map_err(&merr)?;
+        let text = std::str::from_utf8(&text).map_err(|_| merr("manifest is not UTF-8".into()))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| merr(e.to_string()))?;
+        let [n, c, h, w] = manifest.input.shape;
+        if n != 1 || c != 3 || h == 0 || w == 0 {
+            return Err(merr(format!("input.shape {:?} must be [1, 3, H, W]", manifest.input.shape)));
+        }
+        if manifest.decoder.outputs.len() != manifest.decoder.kind.output_count() {
+            return Err(merr(format!(
+                "decoder {:?} needs {} outputs, decoder.outputs lists {}",
+                manifest.decoder.kind,
+                manifest.decoder.kind.output_count(),
+                manifest.decoder.outputs.len()
+            )));
+        }
+        if manifest.labels.is_empty() {
+            return Err(merr("labels is empty".into()));
+        }
+        if let Some(c) = manifest.alert_classes.iter().find(|c| !manifest.labels.contains(c)) {
+            return Err(merr(format!("alert_classes: {c:?} is not in labels")));
+        }
+        let bytes = source.read(&manifest.file).map_err(&merr)?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
+            return Err(ModelError::Sha256 { path: manifest.file.clone(), expected: manifest.sha256.clone(), actual });
+        }
+        let engine = Engine::load(&bytes, manifest.input.shape, manifest.decoder.outputs.len())
+            .map_err(|source| ModelError::Load { path: manifest.file.clone(), source })?;
+        let decoder = Decoder {
+            kind: manifest.decoder.kind,
+            classes: manifest.labels.len(),
+            input_w: w,
+            input_h: h,
+            score_threshold: manifest.decoder.score_threshold,
+            nms_iou: manifest.decoder.nms_iou,
+        };
+        let i = &manifest.input;
+        let preprocessor = Preprocessor::new(InputSpec {
+            width: w,
+            height: h,
+            order: i.color,
+            resize: i.resize,
+            scale: i.scale,
+            mean: i.mean,
+            std: i.std,
+            pad: i.pad,
+        });
+        Ok(Model { manifest, source: source.clone(), engine, decoder, preprocessor })
+    }
+
+    /// Loads and self-tests: what start-up does.
+    pub fn load_checked(source: &ModelSource) -> Result<(Model, SelfTestReport), ModelError> {
+        let mut m = Model::load(source)?;
+        let report = m.self_test()?;
+        Ok((m, report))
+    }
+
+    /// Capacity the detection vector needs for this model.
+    pub fn max_candidates(&self) -> usize {
+        let lens: Vec<usize> = (0..self.engine.output_count()).map(|i| self.engine.output_len(i)).collect();
+        self.decoder.kind.max_candidates(&lens)
+    }
+
+    /// Runs the fixture through preprocessing and tract and compares every output value with the reference.
+    pub fn self_test(&mut self) -> Result<SelfTestReport, ModelError> {
+        let st = self.manifest.selftest.clone();
+        let name = self.manifest.name.clone();
+        let merr = |message: String| ModelError::Manifest { path: format!("{} (self-test)", self.source.display()), message };
+        let img = self.source.read(&st.input).map_err(&merr)?;
+        let frame = read_ppm(&img).map_err(|e| merr(format!("{}: {e}", st.input)))?;
+        let spec = self.preprocessor.spec();
+        if (frame.width as usize, frame.height as usize) != (spec.width, spec.height) {
+            return Err(merr(format!("{} is {}x{}, the model input is {}x{}", st.input, frame.width, frame.height, spec.width, spec.height)));
+        }
+        let expected = self.source.read(&st.expected).map_err(&merr)?;
+        let total: usize = (0..self.engine.output_count()).map(|i| self.engine.output_len(i)).sum();
+        if expected.len() != total * 4 {
+            return Err(merr(format!("{} holds {} bytes, the outputs need {}", st.expected, expected.len(), total * 4)));
+        }
+        self.preprocessor.run(&frame, self.engine.input_mut());
+        self.engine.run().map_err(|e| ModelError::Load { path: self.manifest.file.clone(), source: e.into() })?;
+        let mut report = SelfTestReport { outputs: Vec::new() };
+        let mut offset = 0;
+        for i in 0..self.engine.output_count() {
+            let ours = self.engine.output(i);
+            let reference = &expected[offset * 4..(offset + ours.len()) * 4];
+            offset += ours.len();
+            let (mut mismatched, mut max_diff) = (0usize, 0f32);
+            for (a, e) in ours.iter().zip(reference.chunks_exact(4)) {
+                let e = f32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+                let d = (a - e).abs();
+                // NaN counts as a mismatch.
+                if d.is_nan() || d > st.atol + st.rtol * e.abs() {
+                    mismatched += 1;
+                }
+                if d > max_diff || d.is_nan() {
+                    max_diff = d;
+                }
+            }
+            let out_name = self.manifest.decoder.outputs[i].clone();
+            let frac = mismatched as f64 / ours.len().max(1) as f64;
+            if frac > st.max_mismatch {
+                return Err(ModelError::SelfTest {
+                    name,
+                    output: out_name,
+                    mismatched,
+                    total: ours.len(),
+                    percent: frac * 100.0,
+                    allowed: st.max_mismatch * 100.0,
+                    max_diff,
+                });
+            }
+            report.outputs.push((out_name, mismatched, ours.len(), max_diff));
+        }
+        Ok(report)
+    }
+
+    pub fn label(&self, class_id: u16) -> &str {
+        self.manifest.labels.get(class_id as usize).map(String::as_str).unwrap_or("?")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppm_round_trip_and_errors() {
+        let mut p = b"P6\n# c\n2 1\n255\n".to_vec();
+        p.extend([1, 2, 3, 4, 5, 6]);
+        let f = read_ppm(&p).unwrap();
+        assert_eq!((f.width, f.height, f.pixels()), (2, 1, &[1u8, 2, 3, 4, 5, 6][..]));
+        assert!(read_ppm(b"P5\n2 1\n255\n\0\0").is_err());
+        assert!(read_ppm(b"P6\n2 1\n255\n\0").is_err());
+    }
+
+    #[test]
+    fn sha256_of_known_input() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

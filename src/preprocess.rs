@@ -1,0 +1,324 @@
+//! Preprocessing: one pass from a frame slot into the model's input tensor.
+//!
+//! Why one pass: colour conversion, resizing and normalization each touch every pixel; doing them in
+//! separate passes would need intermediate images, i.e. memory per frame. Here each output element is
+//! computed directly from the source frame: bilinear sampling (half-pixel centres, like OpenCV's
+//! `INTER_LINEAR` without anti-aliasing) of the four neighbouring source pixels, each converted to RGB from
+//! whatever format the source delivered (RGB, YUYV, I420, grey; YUV is BT.601 limited range), rounded to
+//! a whole 8-bit level (as OpenCV's resize of a uint8 image, the models' own pipelines, gives), then the
+//! model's `(pixel * scale - mean) / std` per channel, written planar (NCHW) in the model's channel order.
+//! The column and row sampling tables are computed when the frame size is first seen and reused after.
+//! `scripts/reference.py` implements the same arithmetic independently for the reference test.
+
+use crate::frame::{Frame, PixelFormat};
+
+/// How a frame is fitted into the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// Scale each axis independently (aspect ratio not kept).
+    Stretch,
+    /// Scale uniformly to fit, centre, and pad the rest.
+    Letterbox,
+}
+
+/// Channel order the model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorOrder {
+    Rgb,
+    Bgr,
+}
+
+/// The input a model wants, as its manifest describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub width: usize,
+    pub height: usize,
+    pub order: ColorOrder,
+    pub resize: Resize,
+    /// value = (pixel * scale - mean[c]) / std[c], c in R, G, B order.
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Raw pixel value (0..255) of letterbox padding.
+    pub pad: f32,
+}
+
+/// Maps model-input pixel coordinates back to source-frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub scale_x: f32,
+    pub scale_y: f32,
+    pub pad_x: f32,
+    pub pad_y: f32,
+    pub src_w: f32,
+    pub src_h: f32,
+}
+
+impl Geometry {
+    pub fn new(spec: &InputSpec, src_w: u32, src_h: u32) -> Geometry {
+        let (iw, ih, sw, sh) = (spec.width as f32, spec.height as f32, src_w as f32, src_h as f32);
+        match spec.resize {
+            Resize::Stretch => Geometry { scale_x: iw / sw, scale_y: ih / sh, pad_x: 0.0, pad_y: 0.0, src_w: sw, src_h: sh },
+            Resize::Letterbox => {
+                let s = (iw / sw).min(ih / sh);
+                Geometry {
+                    scale_x: s,
+                    scale_y: s,
+                    pad_x: ((iw - s * sw) / 2.0).floor(),
+                    pad_y: ((ih - s * sh) / 2.0).floor(),
+                    src_w: sw,
+                    src_h: sh,
+                }
+            }
+        }
+    }
+
+    /// A box in model-input pixels to source pixels, clipped to the frame.
+    pub fn to_source(&self, b: [f32; 4]) -> [f32; 4] {
+        let x = |v: f32| ((v - self.pad_x) / self.scale_x).clamp(0.0, self.src_w);
+        let y = |v: f32| ((v - self.pad_y) / self.scale_y).clamp(0.0, self.src_h);
+        [x(b[0]), y(b[1]), x(b[2]), y(b[3])]
+    }
+}
+
+/// One axis of bilinear sampling: for each output index, the two source indices and the weight of the
+/// second; `None` where the output lies in letterbox padding.
+#[derive(Debug, Default)]
+struct Axis {
+    taps: Vec<(u32, u32, f32)>,
+    inside: Vec<bool>,
+}
+
+impl Axis {
+    fn build(&mut self, out_len: usize, src_len: usize, scale: f32, pad: f32) {
+        self.taps.clear();
+        self.inside.clear();
+        let content = (src_len as f32 * scale).round();
+        for o in 0..out_len {
+            let inside = (o as f32) >= pad && (o as f32) < pad + content;
+            let s = ((o as f32 + 0.5 - pad) / scale - 0.5).clamp(0.0, (src_len - 1) as f32);
+            let i0 = s.floor() as u32;
+            let i1 = (i0 + 1).min(src_len as u32 - 1);
+            self.taps.push((i0, i1, s - i0 as f32));
+            self.inside.push(inside);
+        }
+    }
+}
+
+/// Converts frames of one size into one model's input. Holds the sampling tables (rebuilt only when the
+/// frame size changes) and nothing per frame.
+#[derive(Debug)]
+pub struct Preprocessor {
+    spec: InputSpec,
+    src: (u32, u32),
+    geometry: Geometry,
+    cols: Axis,
+    rows: Axis,
+}
+
+#[inline]
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [f32; 3] {
+    let c = 1.164_383 * (y as f32 - 16.0);
+    let (d, e) = (u as f32 - 128.0, v as f32 - 128.0);
+    [
+        (c + 1.596_027 * e).clamp(0.0, 255.0),
+        (c - 0.391_762 * d - 0.812_968 * e).clamp(0.0, 255.0),
+        (c + 2.017_232 * d).clamp(0.0, 255.0),
+    ]
+}
+
+impl Preprocessor {
+    pub fn new(spec: InputSpec) -> Preprocessor {
+        let geometry = Geometry::new(&spec, 1, 1);
+        let mut p = Preprocessor { spec, src: (0, 0), geometry, cols: Axis::default(), rows: Axis::default() };
+        p.cols.taps.reserve(p.spec.width);
+        p.rows.taps.reserve(p.spec.height);
+        p
+    }
+
+    pub fn spec(&self) -> &InputSpec {
+        &self.spec
+    }
+
+    /// Number of f32 values in the input tensor.
+    pub fn tensor_len(&self) -> usize {
+        3 * self.spec.width * self.spec.height
+    }
+
+    /// Geometry of the last frame processed.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn prepare(&mut self, w: u32, h: u32) {
+        if self.src != (w, h) {
+            self.src = (w, h);
+            self.geometry = Geometry::new(&self.spec, w, h);
+            let g = self.geometry;
+            self.cols.build(self.spec.width, w as usize, g.scale_x, g.pad_x);
+            self.rows.build(self.spec.height, h as usize, g.scale_y, g.pad_y);
+        }
+    }
+
+    /// Writes `frame` into `out` (length [`Self::tensor_len`]). Returns the geometry for mapping boxes back.
+    pub fn run(&mut self, frame: &Frame, out: &mut [f32]) -> Geometry {
+        self.prepare(frame.width, frame.height);
+        let px = frame.pixels();
+        let w = frame.width as usize;
+        let h = frame.height as usize;
+        match frame.format {
+            PixelFormat::Rgb24 => self.sample(out, |x, y| {
+                let i = 3 * (y * w + x);
+                [px[i] as f32, px[i + 1] as f32, px[i + 2] as f32]
+            }),
+            PixelFormat::Grey => self.sample(out, |x, y| {
+                let v = px[y * w + x] as f32;
+                [v, v, v]
+            }),
+            PixelFormat::Yuyv => {
+                let stride = w.div_ceil(2) * 4;
+                self.sample(out, |x, y| {
+                    let i = y * stride + (x / 2) * 4;
+                    yuv_to_rgb(px[i + (x & 1) * 2], px[i + 1], px[i + 3])
+                })
+            }
+            PixelFormat::I420 => {
+                let cw = w.div_ceil(2);
+                let ch = h.div_ceil(2);
+                let (yp, uv) = px.split_at(w * h);
+                let (up, vp) = uv.split_at(cw * ch);
+                self.sample(out, |x, y| {
+                    let c = (y / 2) * cw + x / 2;
+                    yuv_to_rgb(yp[y * w + x], up[c], vp[c])
+                })
+            }
+        }
+        self.geometry
+    }
+
+    #[inline(always)]
+    fn sample<F: Fn(usize, usize) -> [f32; 3]>(&self, out: &mut [f32], fetch: F) {
+        let (ow, oh) = (self.spec.width, self.spec.height);
+        let plane = ow * oh;
+        let s = &self.spec;
+        let mul = [s.scale / s.std[0], s.scale / s.std[1], s.scale / s.std[2]];
+        let add = [-s.mean[0] / s.std[0], -s.mean[1] / s.std[1], -s.mean[2] / s.std[2]];
+        // Output plane for R, G, B.
+        let dst = match s.order {
+            ColorOrder::Rgb => [0, plane, 2 * plane],
+            ColorOrder::Bgr => [2 * plane, plane, 0],
+        };
+        let pad = [s.pad * mul[0] + add[0], s.pad * mul[1] + add[1], s.pad * mul[2] + add[2]];
+        for oy in 0..oh {
+            let (y0, y1, fy) = self.rows.taps[oy];
+            let row_in = self.rows.inside[oy];
+            for ox in 0..ow {
+                let o = oy * ow + ox;
+                if !(row_in && self.cols.inside[ox]) {
+                    for c in 0..3 {
+                        out[dst[c] + o] = pad[c];
+                    }
+                    continue;
+                }
+                let (x0, x1, fx) = self.cols.taps[ox];
+                let (x0, x1, ya, yb) = (x0 as usize, x1 as usize, y0 as usize, y1 as usize);
+                let p00 = fetch(x0, ya);
+                let p10 = fetch(x1, ya);
+                let p01 = fetch(x0, yb);
+                let p11 = fetch(x1, yb);
+                for c in 0..3 {
+                    let top = p00[c] + (p10[c] - p00[c]) * fx;
+                    let bot = p01[c] + (p11[c] - p01[c]) * fx;
+                    // Rounded to 8-bit levels, as cv2.resize on uint8 images (the models' own pipelines)
+                    // gives: int8 models then quantize whole pixel levels, never a half step, so the
+                    // result does not depend on how a runtime rounds ties.
+                    let v = (top + (bot - top) * fy).round_ties_even();
+                    out[dst[c] + o] = v * mul[c] + add[c];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(w: usize, h: usize, order: ColorOrder, resize: Resize) -> InputSpec {
+        InputSpec { width: w, height: h, order, resize, scale: 1.0, mean: [0.0; 3], std: [1.0; 3], pad: 0.0 }
+    }
+
+    fn rgb_frame(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Frame {
+        let mut fr = Frame::with_capacity((w * h * 3) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                let i = 3 * (y * w + x) as usize;
+                fr.data[i..i + 3].copy_from_slice(&f(x, y));
+            }
+        }
+        fr.len = (w * h * 3) as usize;
+        fr.width = w;
+        fr.height = h;
+        fr
+    }
+
+    #[test]
+    fn same_size_is_identity_and_bgr_swaps_planes() {
+        let fr = rgb_frame(4, 3, |x, y| [(x * 10) as u8, (y * 10) as u8, 7]);
+        let mut p = Preprocessor::new(spec(4, 3, ColorOrder::Bgr, Resize::Stretch));
+        let mut out = vec![0.0; p.tensor_len()];
+        p.run(&fr, &mut out);
+        // Plane 0 is B (constant 7), plane 2 is R (x*10).
+        assert!(out[..12].iter().all(|&v| v == 7.0));
+        assert_eq!(&out[24..28], &[0.0, 10.0, 20.0, 30.0]);
+        assert_eq!(out[12 + 4], 10.0); // G at (0, 1)
+    }
+
+    #[test]
+    fn halving_averages_neighbours_and_normalizes() {
+        let fr = rgb_frame(4, 2, |x, _| [if x % 2 == 0 { 0 } else { 200 }, 0, 0]);
+        let mut s = spec(2, 1, ColorOrder::Rgb, Resize::Stretch);
+        s.scale = 1.0 / 100.0;
+        s.mean = [1.0, 0.0, 0.0];
+        let mut p = Preprocessor::new(s);
+        let mut out = vec![0.0; p.tensor_len()];
+        p.run(&fr, &mut out);
+        // Output x=0 samples source x=0.5: mean of 0 and 200 = 100 -> 100/100 - 1 = 0.
+        assert!((out[0] - 0.0).abs() < 1e-6, "{out:?}");
+    }
+
+    #[test]
+    fn letterbox_pads_and_maps_boxes_back() {
+        let fr = rgb_frame(8, 4, |_, _| [255, 255, 255]);
+        let mut s = spec(8, 8, ColorOrder::Rgb, Resize::Letterbox);
+        s.pad = 0.0;
+        let mut p = Preprocessor::new(s);
+        let mut out = vec![-1.0; p.tensor_len()];
+        let g = p.run(&fr, &mut out);
+        assert_eq!((g.pad_x, g.pad_y), (0.0, 2.0));
+        assert_eq!(&out[0..8], &[0.0; 8]); // first two rows are padding
+        assert_eq!(&out[16..24], &[255.0; 8]);
+        assert_eq!(g.to_source([0.0, 2.0, 8.0, 6.0]), [0.0, 0.0, 8.0, 4.0]);
+    }
+
+    #[test]
+    fn yuv_formats_agree_with_rgb_conversion() {
+        // A flat mid-grey in YUYV and I420 (Y=126, U=V=128) converts to ~128 grey.
+        let mut yuyv = Frame::with_capacity(16);
+        yuyv.data.copy_from_slice(&[126, 128, 126, 128].repeat(4));
+        (yuyv.len, yuyv.width, yuyv.height, yuyv.format) = (16, 4, 2, PixelFormat::Yuyv);
+        let mut i420 = Frame::with_capacity(12);
+        i420.data.copy_from_slice(&[126, 126, 126, 126, 126, 126, 126, 126, 128, 128, 128, 128]);
+        (i420.len, i420.width, i420.height, i420.format) = (12, 4, 2, PixelFormat::I420);
+        for fr in [yuyv, i420] {
+            let mut p = Preprocessor::new(spec(2, 2, ColorOrder::Rgb, Resize::Stretch));
+            let mut out = vec![0.0; p.tensor_len()];
+            p.run(&fr, &mut out);
+            for v in out {
+                assert_eq!(v, 128.0);
+            }
+        }
+    }
+}
