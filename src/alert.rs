@@ -30,7 +30,11 @@ pub fn checksum(body: &[u8]) -> u8 {
 }
 
 /// Formats `$<talker>,<fields>*CS\r\n` into `out`. `fields` writes the comma-separated fields.
-pub fn sentence(out: &mut Sentence, talker: &str, fields: impl FnOnce(&mut Sentence) -> std::fmt::Result) -> std::fmt::Result {
+pub fn sentence(
+    out: &mut Sentence,
+    talker: &str,
+    fields: impl FnOnce(&mut Sentence) -> std::fmt::Result,
+) -> std::fmt::Result {
     out.clear();
     out.push('$').map_err(|_| std::fmt::Error)?;
     out.push_str(talker).map_err(|_| std::fmt::Error)?;
@@ -77,8 +81,9 @@ fn baud_constant(baud: u32) -> Option<libc::speed_t> {
 /// Opens a tty and puts it in raw mode, 8 data bits, no parity, 1 stop bit, no flow control, at `baud`.
 pub fn open_tty(path: &Path, baud: u32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let speed = baud_constant(baud)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("unsupported baud rate {baud}")))?;
+    let speed = baud_constant(baud).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("unsupported baud rate {baud}"))
+    })?;
     let file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(path)?;
     let fd = file.as_raw_fd();
     // SAFETY: fd is an open descriptor owned by `file`; termios is plain data filled by tcgetattr.
@@ -279,7 +284,15 @@ mod tests {
 
     #[test]
     fn alert_sentence_has_the_fixed_shape_and_checksum() {
-        let a = Alert { seq: 7, unix_ms: 1_700_000_000_123, pts_ms: 0, frame: 0, class_id: 2, score: 0.876, bbox: [10.4, 20.6, 300.0, 271.5] };
+        let a = Alert {
+            seq: 7,
+            unix_ms: 1_700_000_000_123,
+            pts_ms: 0,
+            frame: 0,
+            class_id: 2,
+            score: 0.876,
+            bbox: [10.4, 20.6, 300.0, 271.5],
+        };
         let mut s = Sentence::new();
         alert_sentence(&mut s, &a, "gate", "car").unwrap();
         let body = "LKALR,7,1700000000123,gate,car,0.88,10,21,300,272";

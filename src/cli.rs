@@ -75,7 +75,9 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
     let args = match parse_args(args) {
         Ok(a) => a,
         Err(e) => {
@@ -141,6 +143,17 @@ fn load_model(src: &ModelSource, cfg: &Config) -> Result<(Model, SelfTestReport)
     Ok((m, report))
 }
 
+/// The rules must name labels the model has; a typo would silently disable an alarm.
+fn check_rules(cfg: &Config, m: &Model) -> Result<(), i32> {
+    crate::rules::Rules::new(&cfg.rules, &m.manifest.labels, &m.manifest.alert_classes, m.decoder.score_threshold)
+        .map(|_| ())
+        .map_err(|e| {
+            let msg = format!("{e} ({})", m.manifest.name);
+            eprintln!("lookout: config error: {}", cfg.error_at(&e.table, &e.key, msg));
+            2
+        })
+}
+
 fn describe(report: &SelfTestReport) -> String {
     report
         .outputs
@@ -158,11 +171,15 @@ fn cmd_check(args: &Args) -> i32 {
     let src = model_source(args, &cfg);
     match load_model(&src, &cfg) {
         Ok((m, report)) => {
-            if let Err(e) = crate::rules::Rules::new(&cfg.rules, &m.manifest.labels, &m.manifest.alert_classes, m.decoder.score_threshold) {
-                eprintln!("lookout: config error: {e}");
-                return 2;
+            if let Err(code) = check_rules(&cfg, &m) {
+                return code;
             }
-            println!("ok: model {} (sha256 {}…) passed its self-test ({})", m.manifest.name, &m.manifest.sha256[..12.min(m.manifest.sha256.len())], describe(&report));
+            println!(
+                "ok: model {} (sha256 {}…) passed its self-test ({})",
+                m.manifest.name,
+                &m.manifest.sha256[..12.min(m.manifest.sha256.len())],
+                describe(&report)
+            );
             if let Some(p) = &args.config {
                 println!("ok: config {}", p.display());
             }
@@ -187,8 +204,12 @@ fn cmd_run(args: &Args) -> i32 {
             return 2;
         }
     };
+    if let Err(code) = check_rules(&cfg, &model) {
+        return code;
+    }
     log::info!("{}; model {} self-test passed ({})", version(), model.manifest.name, describe(&report));
-    let analyzer = match pipeline::open_sinks(&cfg).and_then(|(serial, gpio)| Analyzer::new(model, &cfg, serial, gpio)) {
+    let analyzer = match pipeline::open_sinks(&cfg).and_then(|(serial, gpio)| Analyzer::new(model, &cfg, serial, gpio))
+    {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lookout: {e:#}");

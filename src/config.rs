@@ -57,7 +57,8 @@ impl TryFrom<String> for Name {
 }
 
 /// Serial baud rates termios supports.
-pub const BAUD_RATES: [u32; 12] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1_000_000];
+pub const BAUD_RATES: [u32; 12] =
+    [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1_000_000];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u32")]
@@ -103,7 +104,7 @@ impl TryFrom<f64> for Fps {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub camera: CameraConfig,
@@ -113,6 +114,9 @@ pub struct Config {
     pub rules: RulesConfig,
     pub serial: SerialConfig,
     pub gpio: GpioConfig,
+    /// Where this config came from (file name and text), for errors found after parsing.
+    #[serde(skip)]
+    origin: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,7 +169,7 @@ pub struct SourceConfig {
     pub frames: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Model manifest (`models/<name>.toml`); unset = the built-in FastestDet int8.
@@ -251,11 +255,6 @@ impl Default for SourceConfig {
         }
     }
 }
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig { manifest: None, score_threshold: None, nms_iou: None }
-    }
-}
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig { slots: Slots(4) }
@@ -281,19 +280,6 @@ impl Default for SerialConfig {
 impl Default for GpioConfig {
     fn default() -> Self {
         GpioConfig { chip: None, line: None, active_low: false, pulse_ms: 500 }
-    }
-}
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            camera: CameraConfig::default(),
-            source: SourceConfig::default(),
-            model: ModelConfig::default(),
-            ring: RingConfig::default(),
-            rules: RulesConfig::default(),
-            serial: SerialConfig::default(),
-            gpio: GpioConfig::default(),
-        }
     }
 }
 
@@ -325,6 +311,21 @@ fn find_key_line(text: &str, table: &str, key: &str) -> usize {
     0
 }
 
+/// An error about `key` in `[table]` of `text`, pointing at the key's line, or at the table's header
+/// when the key is not written in the file.
+fn error_in(file: &str, text: &str, table: &str, key: &str, message: String) -> ConfigError {
+    let mut line = find_key_line(text, table, key);
+    if line == 0 {
+        line = text
+            .lines()
+            .position(|l| {
+                l.trim().strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|h| h.trim() == table)
+            })
+            .map_or(0, |n| n + 1);
+    }
+    ConfigError { file: file.into(), line, column: usize::from(line > 0), field: format!("{table}.{key}"), message }
+}
+
 impl Config {
     /// Parses `text` (read from `file`, used in messages) and validates it. Relative paths are resolved
     /// against `base`.
@@ -339,10 +340,8 @@ impl Config {
             let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError { file: file.into(), line, column, field, message: inner.message().into() }
         })?;
-        let err = |table: &str, key: &str, message: String| {
-            let line = find_key_line(text, table, key).max(find_key_line(text, "", table));
-            ConfigError { file: file.into(), line, column: if line > 0 { 1 } else { 0 }, field: format!("{table}.{key}"), message }
-        };
+        cfg.origin = Some((file.to_string(), text.to_string()));
+        let err = |table: &str, key: &str, message: String| error_in(file, text, table, key, message);
         match cfg.source.kind {
             SourceKind::Mjpeg | SourceKind::Y4m => match &cfg.source.path {
                 None => return Err(err("source", "path", "a file source needs `path`".into())),
@@ -376,6 +375,15 @@ impl Config {
             return Err(err("rules", "min_area", "must not be negative".into()));
         }
         Ok(cfg)
+    }
+
+    /// An error about `key` in `[table]`, found after parsing (e.g. a label the model does not have),
+    /// pointing at the key's line, or the table's when the key is not written in the file.
+    pub fn error_at(&self, table: &str, key: &str, message: String) -> ConfigError {
+        match &self.origin {
+            Some((file, text)) => error_in(file, text, table, key, message),
+            None => error_in("(built-in default)", "", table, key, message),
+        }
     }
 
     /// Reads and parses a config file.

@@ -142,7 +142,11 @@ impl Decoder {
                         let cy = (y as f32 + at(2, y, x).tanh()) / gh as f32;
                         let w = sigmoid(at(3, y, x));
                         let h = sigmoid(at(4, y, x));
-                        push(best_c, score, [(cx - w / 2.0) * iw, (cy - h / 2.0) * ih, (cx + w / 2.0) * iw, (cy + h / 2.0) * ih]);
+                        push(
+                            best_c,
+                            score,
+                            [(cx - w / 2.0) * iw, (cy - h / 2.0) * ih, (cx + w / 2.0) * iw, (cy + h / 2.0) * ih],
+                        );
                     }
                 }
             }
@@ -229,7 +233,14 @@ mod tests {
             pad: 0.0,
         };
         let geom = Geometry::new(&spec, 200, 100);
-        let dec = Decoder { kind: DecoderKind::Fastestdet, classes, input_w: 100, input_h: 100, score_threshold: 0.5, nms_iou: 0.45 };
+        let dec = Decoder {
+            kind: DecoderKind::Fastestdet,
+            classes,
+            input_w: 100,
+            input_h: 100,
+            score_threshold: 0.5,
+            nms_iou: 0.45,
+        };
         let mut out = Vec::with_capacity(8);
         dec.decode(|_| &f[..], &geom, &mut out);
         assert_eq!(out.len(), 1);

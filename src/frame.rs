@@ -72,8 +72,5 @@ impl Frame {
 
 /// Wall clock in Unix milliseconds (0 if the clock is before 1970, which only a broken RTC gives).
 pub fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

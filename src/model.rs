@@ -101,7 +101,15 @@ pub enum ModelError {
     #[error("{path}: {source:#}")]
     Load { path: String, source: anyhow::Error },
     #[error("model {name} failed its self-test: output {output} differs from the reference in {mismatched} of {total} values ({percent:.2}% > {allowed:.2}% allowed; largest difference {max_diff:.4})")]
-    SelfTest { name: String, output: String, mismatched: usize, total: usize, percent: f64, allowed: f64, max_diff: f32 },
+    SelfTest {
+        name: String,
+        output: String,
+        mismatched: usize,
+        total: usize,
+        percent: f64,
+        allowed: f64,
+        max_diff: f32,
+    },
 }
 
 /// Where a manifest and the files it names live.
@@ -284,17 +292,26 @@ impl Model {
     pub fn self_test(&mut self) -> Result<SelfTestReport, ModelError> {
         let st = self.manifest.selftest.clone();
         let name = self.manifest.name.clone();
-        let merr = |message: String| ModelError::Manifest { path: format!("{} (self-test)", self.source.display()), message };
+        let merr =
+            |message: String| ModelError::Manifest { path: format!("{} (self-test)", self.source.display()), message };
         let img = self.source.read(&st.input).map_err(&merr)?;
         let frame = read_ppm(&img).map_err(|e| merr(format!("{}: {e}", st.input)))?;
         let spec = self.preprocessor.spec();
         if (frame.width as usize, frame.height as usize) != (spec.width, spec.height) {
-            return Err(merr(format!("{} is {}x{}, the model input is {}x{}", st.input, frame.width, frame.height, spec.width, spec.height)));
+            return Err(merr(format!(
+                "{} is {}x{}, the model input is {}x{}",
+                st.input, frame.width, frame.height, spec.width, spec.height
+            )));
         }
         let expected = self.source.read(&st.expected).map_err(&merr)?;
         let total: usize = (0..self.engine.output_count()).map(|i| self.engine.output_len(i)).sum();
         if expected.len() != total * 4 {
-            return Err(merr(format!("{} holds {} bytes, the outputs need {}", st.expected, expected.len(), total * 4)));
+            return Err(merr(format!(
+                "{} holds {} bytes, the outputs need {}",
+                st.expected,
+                expected.len(),
+                total * 4
+            )));
         }
         self.preprocessor.run(&frame, self.engine.input_mut());
         self.engine.run().map_err(|e| ModelError::Load { path: self.manifest.file.clone(), source: e.into() })?;

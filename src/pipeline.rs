@@ -80,10 +80,24 @@ pub struct Analyzer {
 
 impl Analyzer {
     pub fn new(model: Model, cfg: &Config, serial: SerialSink, gpio: GpioSink<AnyPin>) -> anyhow::Result<Analyzer> {
-        let rules = Rules::new(&cfg.rules, &model.manifest.labels, &model.manifest.alert_classes, model.decoder.score_threshold).map_err(anyhow::Error::msg)?;
+        let rules = Rules::new(
+            &cfg.rules,
+            &model.manifest.labels,
+            &model.manifest.alert_classes,
+            model.decoder.score_threshold,
+        )?;
         let dets = Vec::with_capacity(model.max_candidates());
         let alerts = Vec::with_capacity(model.manifest.labels.len());
-        Ok(Analyzer { model, rules, serial, gpio, camera: cfg.camera.name.0.clone(), dets, alerts, sentence: Sentence::new() })
+        Ok(Analyzer {
+            model,
+            rules,
+            serial,
+            gpio,
+            camera: cfg.camera.name.0.clone(),
+            dets,
+            alerts,
+            sentence: Sentence::new(),
+        })
     }
 
     /// Preprocesses `frame` into the model input. The slot can be released afterwards.
@@ -127,7 +141,9 @@ impl Analyzer {
 pub fn open_sinks(cfg: &Config) -> anyhow::Result<(SerialSink, GpioSink<AnyPin>)> {
     use anyhow::Context;
     let serial = match &cfg.serial.port {
-        Some(p) => SerialSink::open(p, cfg.serial.baud.0).with_context(|| format!("opening serial port {}", p.display()))?,
+        Some(p) => {
+            SerialSink::open(p, cfg.serial.baud.0).with_context(|| format!("opening serial port {}", p.display()))?
+        }
         None => SerialSink::stdout(),
     };
     let pin = match (&cfg.gpio.chip, cfg.gpio.line) {
@@ -151,7 +167,14 @@ pub struct Summary {
 }
 
 /// The capture thread's loop: fill slots until the source ends, fails, or `stop` is set.
-fn capture_loop(mut source: Box<dyn FrameSource>, ring: &Ring, pace: Pace, looping: bool, stats: &Stats, stop: &AtomicBool) -> Result<(), CaptureError> {
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    ring: &Ring,
+    pace: Pace,
+    looping: bool,
+    stats: &Stats,
+    stop: &AtomicBool,
+) -> Result<(), CaptureError> {
     let start = Instant::now();
     let mut pts_offset = 0u64;
     let mut last_pts = 0u64;
@@ -235,7 +258,11 @@ pub fn run(cfg: &Config, mut analyzer: Analyzer, stop: &AtomicBool) -> anyhow::R
             break;
         }
         let now = Instant::now();
-        let wait = analyzer.gpio.deadline().map_or(Duration::from_millis(100), |d| d.saturating_duration_since(now)).min(Duration::from_millis(100));
+        let wait = analyzer
+            .gpio
+            .deadline()
+            .map_or(Duration::from_millis(100), |d| d.saturating_duration_since(now))
+            .min(Duration::from_millis(100));
         match ring.take(wait) {
             Take::Slot(i) => {
                 let t0 = Instant::now();

@@ -60,7 +60,9 @@ impl Geometry {
     pub fn new(spec: &InputSpec, src_w: u32, src_h: u32) -> Geometry {
         let (iw, ih, sw, sh) = (spec.width as f32, spec.height as f32, src_w as f32, src_h as f32);
         match spec.resize {
-            Resize::Stretch => Geometry { scale_x: iw / sw, scale_y: ih / sh, pad_x: 0.0, pad_y: 0.0, src_w: sw, src_h: sh },
+            Resize::Stretch => {
+                Geometry { scale_x: iw / sw, scale_y: ih / sh, pad_x: 0.0, pad_y: 0.0, src_w: sw, src_h: sh }
+            }
             Resize::Letterbox => {
                 let s = (iw / sw).min(ih / sh);
                 Geometry {

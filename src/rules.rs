@@ -36,6 +36,15 @@ pub struct Alert {
     pub bbox: [f32; 4],
 }
 
+/// A rule names a label the model does not have. `table` and `key` locate it in the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{label:?} is not a label of this model")]
+pub struct RulesError {
+    pub table: String,
+    pub key: String,
+    pub label: String,
+}
+
 #[derive(Debug)]
 pub struct Rules {
     policies: Vec<ClassPolicy>,
@@ -49,13 +58,20 @@ impl Rules {
     /// Builds per-class policies from the config for a model with `labels`; `default_classes` and
     /// `default_min_score` come from the model manifest and apply where the config is silent. Unknown
     /// label names in the config are errors (a typo would silently disable an alarm).
-    pub fn new(cfg: &RulesConfig, labels: &[String], default_classes: &[String], default_min_score: f32) -> Result<Rules, String> {
+    pub fn new(
+        cfg: &RulesConfig,
+        labels: &[String],
+        default_classes: &[String],
+        default_min_score: f32,
+    ) -> Result<Rules, RulesError> {
         let classes = cfg.classes.as_deref().unwrap_or(default_classes);
         let min_score = cfg.min_score.map_or(default_min_score, |s| s.0);
-        for name in classes.iter().chain(cfg.class.keys()) {
-            if !labels.iter().any(|l| l == name) {
-                return Err(format!("rules: {name:?} is not a label of this model"));
-            }
+        let unknown = |name: &str| !labels.iter().any(|l| l == name);
+        if let Some(name) = classes.iter().find(|n| unknown(n)) {
+            return Err(RulesError { table: "rules".into(), key: "classes".into(), label: name.clone() });
+        }
+        if let Some(name) = cfg.class.keys().find(|n| unknown(n)) {
+            return Err(RulesError { table: "rules.class".into(), key: name.clone(), label: name.clone() });
         }
         let policies = labels
             .iter()
@@ -103,7 +119,15 @@ impl Rules {
             if self.streak[c] >= p.confirm_frames && cooled && out.len() < out.capacity() {
                 self.seq += 1;
                 self.last_alert_pts[c] = Some(pts_ms);
-                out.push(Alert { seq: self.seq, unix_ms, pts_ms, frame, class_id: c as u16, score: d.score, bbox: d.bbox });
+                out.push(Alert {
+                    seq: self.seq,
+                    unix_ms,
+                    pts_ms,
+                    frame,
+                    class_id: c as u16,
+                    score: d.score,
+                    bbox: d.bbox,
+                });
             }
         }
     }
@@ -118,12 +142,13 @@ mod tests {
     }
 
     fn cfg() -> RulesConfig {
-        let mut c = RulesConfig::default();
-        c.classes = Some(vec!["person".into(), "car".into()]);
-        c.min_score = Some(crate::config::Score(0.5));
-        c.confirm_frames = 2;
-        c.cooldown_ms = 1000;
-        c
+        RulesConfig {
+            classes: Some(vec!["person".into(), "car".into()]),
+            min_score: Some(crate::config::Score(0.5)),
+            confirm_frames: 2,
+            cooldown_ms: 1000,
+            ..Default::default()
+        }
     }
 
     fn d(class_id: u16, score: f32) -> Detection {
@@ -180,6 +205,6 @@ mod tests {
     fn unknown_label_is_an_error() {
         let mut c = cfg();
         c.classes.as_mut().unwrap().push("unicorn".into());
-        assert!(Rules::new(&c, &labels(), &[], 0.9).unwrap_err().contains("unicorn"));
+        assert_eq!(Rules::new(&c, &labels(), &[], 0.9).unwrap_err().label, "unicorn");
     }
 }

@@ -275,7 +275,8 @@ impl FrameSource for MjpegSource {
         let index = self.index;
         self.index += 1;
         let need = self.info.frame_len();
-        let (w, h) = decode_rgb(&self.jpeg, &mut frame.data[..need]).map_err(|reason| CaptureError::Corrupt { index, reason })?;
+        let (w, h) = decode_rgb(&self.jpeg, &mut frame.data[..need])
+            .map_err(|reason| CaptureError::Corrupt { index, reason })?;
         if (w, h) != (self.info.width, self.info.height) {
             return Err(CaptureError::Corrupt {
                 index,

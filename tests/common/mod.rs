@@ -1,0 +1,75 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn data(name: &str) -> PathBuf {
+    root().join("tests/data").join(name)
+}
+
+/// Runs the real `lookout` binary.
+pub fn lookout(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lookout")).args(args).current_dir(root()).output().expect("run lookout")
+}
+
+/// A fresh directory under target/ for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = root().join("target/test-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Writes `frames` of the shipped MJPEG clip (from `start`) as a 4:2:0 Y4M file, converting each decoded
+/// RGB frame to BT.601 limited-range YUV. No ffmpeg needed.
+pub fn clip_as_y4m(path: &Path, start: usize, frames: usize) {
+    use lookout::capture::mjpeg::{decode_rgb, split_next, Split};
+    let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
+    let mut r = std::io::Cursor::new(&bytes[..]);
+    let mut jpeg = Vec::new();
+    let (w, h) = (640usize, 272usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    let mut out = format!("YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n").into_bytes();
+    let mut n = 0;
+    while n < start + frames {
+        assert!(matches!(split_next(&mut r, &mut jpeg).unwrap(), Split::Jpeg { .. }), "clip too short");
+        if n >= start {
+            decode_rgb(&jpeg, &mut rgb).unwrap();
+            out.extend_from_slice(b"FRAME\n");
+            let px = |x: usize, y: usize| {
+                let i = 3 * (y * w + x);
+                (rgb[i] as f32, rgb[i + 1] as f32, rgb[i + 2] as f32)
+            };
+            for y in 0..h {
+                for x in 0..w {
+                    let (r, g, b) = px(x, y);
+                    out.push((16.0 + 0.257 * r + 0.504 * g + 0.098 * b).round() as u8);
+                }
+            }
+            for plane in 0..2 {
+                for y in (0..h).step_by(2) {
+                    for x in (0..w).step_by(2) {
+                        let (r, g, b) = px(x, y);
+                        let v = if plane == 0 {
+                            128.0 - 0.148 * r - 0.291 * g + 0.439 * b
+                        } else {
+                            128.0 + 0.439 * r - 0.368 * g - 0.071 * b
+                        };
+                        out.push(v.round().clamp(0.0, 255.0) as u8);
+                    }
+                }
+            }
+        }
+        n += 1;
+    }
+    std::fs::write(path, out).unwrap();
+}

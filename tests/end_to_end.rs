@@ -1,0 +1,178 @@
+//! End-to-end: the real binary on the shipped clip and models.
+
+mod common;
+use common::*;
+
+use lookout::alert::verify;
+
+/// `lookout run` with no config: the built-in model on the built-in clip. The alert sequence must be
+/// exactly the reviewed one (tests/data/alerts-default.txt): a car entering top right (frame 17), the
+/// cyclist (frame 31, detected as a person), a car in the street behind the railing (frame ~143) and a
+/// person walking past (frame ~189), each with a valid checksum, increasing sequence numbers and a
+/// wall-clock timestamp taken during the run.
+#[test]
+fn default_run_prints_the_exact_alert_sequence() {
+    let t0 = lookout::frame::unix_ms_now();
+    let out = lookout(&[]);
+    let t1 = lookout::frame::unix_ms_now();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut got = Vec::new();
+    for (i, line) in stdout.split_inclusive('\n').enumerate() {
+        let body = verify(line).unwrap_or_else(|| panic!("bad sentence or checksum: {line:?}"));
+        let fields: Vec<&str> = body.split(',').collect();
+        assert_eq!(fields.len(), 10, "{line:?}");
+        assert_eq!(fields[0], "LKALR");
+        assert_eq!(fields[1], (i + 1).to_string(), "sequence numbers count up from 1");
+        let ts: u64 = fields[2].parse().unwrap();
+        assert!((t0..=t1).contains(&ts), "timestamp {ts} outside the run [{t0}, {t1}]");
+        got.push(format!("${},{},*,{}", fields[0], fields[1], fields[3..].join(",")));
+    }
+    let want: Vec<String> =
+        std::fs::read_to_string(data("alerts-default.txt")).unwrap().lines().map(String::from).collect();
+    assert_eq!(got, want);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("250 frames captured, 250 analysed, 0 dropped, 0 corrupt, 4 alerts"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_the_bad_quantization_by_its_self_test() {
+    let out = lookout(&["check", "--model", "models/ultraface-rfb320.int8-softmax-qdq.bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("failed its self-test") && err.contains("output scores"), "{err}");
+}
+
+#[test]
+fn check_accepts_every_shipped_model() {
+    for entry in std::fs::read_dir(root().join("models")).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".toml") || name.contains(".bad.") {
+            continue;
+        }
+        let out = lookout(&["check", "--model", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("passed its self-test"), "{name}");
+    }
+}
+
+#[test]
+fn a_modified_model_file_is_refused_by_its_sha256() {
+    let dir = scratch("tampered");
+    for f in ["fastestdet-int8.toml", "fastestdet.int8.onnx"] {
+        std::fs::copy(root().join("models").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("selftest")).unwrap();
+    let mut model = std::fs::read(dir.join("fastestdet.int8.onnx")).unwrap();
+    let n = model.len();
+    model[n - 100] ^= 0x01;
+    std::fs::write(dir.join("fastestdet.int8.onnx"), model).unwrap();
+    let out = lookout(&["check", "--model", dir.join("fastestdet-int8.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("sha256 mismatch") && err.contains("refusing a modified model"), "{err}");
+}
+
+#[test]
+fn config_errors_name_file_line_and_field_and_exit_2() {
+    let dir = scratch("badconfig");
+    let cases = [
+        (
+            "unknown.toml",
+            "[camera]\nname = \"gate\"\n[rules]\nconfirm_frame = 3\n",
+            ":4:",
+            "unknown field `confirm_frame`",
+        ),
+        ("baud.toml", "[serial]\nport = \"/dev/ttyS0\"\nbaud = 1234\n", ":3:", "serial.baud"),
+        ("label.toml", "[rules]\nclasses = [\"unicorn\"]\n", ":2:", "rules.classes: \"unicorn\" is not a label"),
+    ];
+    for (name, body, line, what) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        for cmd in ["check", "run"] {
+            let out = lookout(&[cmd, "--config", p.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {name}");
+            let err = text(&out.stderr);
+            assert!(err.contains("config error"), "{err}");
+            assert!(err.contains(what), "{cmd} {name}: {err}");
+            if !line.is_empty() {
+                assert!(err.contains(&format!("{name}{line}")), "{cmd} {name}: no file:line in {err}");
+            }
+            assert!(out.stdout.is_empty(), "no alerts from a bad config");
+        }
+    }
+}
+
+/// A damaged frame in the middle of a stream is skipped and counted; the run goes on and exits 0.
+#[test]
+fn corrupt_frames_are_skipped_and_counted() {
+    use lookout::capture::mjpeg::{split_next, Split};
+    let dir = scratch("corrupt");
+    let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
+    let mut r = std::io::Cursor::new(&bytes[..]);
+    let mut jpeg = Vec::new();
+    let mut stream = Vec::new();
+    for i in 0..20 {
+        assert!(matches!(split_next(&mut r, &mut jpeg).unwrap(), Split::Jpeg { .. }));
+        if i == 7 {
+            // Garbage where the frame header should be: SOI, then a SOF0 claiming 0x0 pixels.
+            stream.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0, 0, 0, 0, 1, 1, 0x11, 0, 0xFF, 0xD9]);
+        } else {
+            stream.extend_from_slice(&jpeg);
+        }
+    }
+    std::fs::write(dir.join("clip.mjpeg"), &stream).unwrap();
+    std::fs::write(dir.join("c.toml"), "[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\n").unwrap();
+    let out = lookout(&["run", "--config", dir.join("c.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("skipping corrupt frame 7"), "{err}");
+    assert!(err.contains("19 frames captured, 19 analysed, 0 dropped, 1 corrupt"), "{err}");
+}
+
+/// UVC cameras send MJPEG frames without Huffman tables. A frame encoded with the standard tables,
+/// stripped of its DHT segment, must decode to exactly the same pixels after the fix-up.
+#[test]
+fn frames_without_huffman_tables_decode_after_the_fixup() {
+    use lookout::capture::mjpeg::{decode_rgb, split_next, Split};
+    let full = std::fs::read(data("std-huffman.jpg")).unwrap();
+    // Remove the DHT segment (FF C4 + length).
+    let at = full.windows(2).position(|w| w == [0xFF, 0xC4]).expect("fixture has a DHT");
+    let len = u16::from_be_bytes([full[at + 2], full[at + 3]]) as usize;
+    let mut stripped = full[..at].to_vec();
+    stripped.extend_from_slice(&full[at + 2 + len..]);
+    let mut want = vec![0u8; 640 * 272 * 3];
+    decode_rgb(&full, &mut want).unwrap();
+    let mut raw = vec![0u8; 640 * 272 * 3];
+    assert!(decode_rgb(&stripped, &mut raw).is_err(), "the stripped frame should not decode as is");
+    let mut fixed = Vec::new();
+    let split = split_next(&mut std::io::Cursor::new(&stripped[..]), &mut fixed).unwrap();
+    assert_eq!(split, Split::Jpeg { dht_inserted: true });
+    let mut got = vec![0u8; 640 * 272 * 3];
+    decode_rgb(&fixed, &mut got).unwrap();
+    assert!(got == want, "fixed-up frame decodes differently");
+}
+
+#[test]
+fn version_names_the_target_and_tract() {
+    let out = lookout(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = text(&out.stdout);
+    assert!(v.starts_with("lookout 0.") && v.contains(std::env::consts::ARCH) && v.contains("tract 0.23.9"), "{v}");
+}
+
+/// A Y4M (raw 4:2:0) file gives the same kind of result as the MJPEG it was made from.
+#[test]
+fn y4m_source_runs_end_to_end() {
+    let dir = scratch("y4m");
+    clip_as_y4m(&dir.join("clip.y4m"), 20, 40);
+    std::fs::write(dir.join("c.toml"), "[camera]\nname = \"door\"\n[source]\nkind = \"y4m\"\npath = \"clip.y4m\"\n")
+        .unwrap();
+    let out = lookout(&["run", "--config", dir.join("c.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let alerts = text(&out.stdout);
+    // Frames 20..60 hold the cyclist (a person from frame ~30).
+    assert!(alerts.lines().any(|l| l.contains(",door,person,")), "{alerts}");
+    assert!(text(&out.stderr).contains("40 frames captured, 40 analysed"));
+}

@@ -1,0 +1,113 @@
+//! The serial sink on a real tty: a pseudo-terminal pair, the sink on the slave side, the test reading
+//! the master side as the device on the other end of the cable would.
+
+mod common;
+use common::*;
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Opens a pty pair; returns (master, slave fd kept open, slave path).
+fn pty() -> (std::fs::File, OwnedFd, String) {
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own; name/termios/winsize may be null.
+    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: buffer and length are valid.
+    let rc = unsafe { libc::ttyname_r(s, name.as_mut_ptr(), name.len()) };
+    assert_eq!(rc, 0);
+    // SAFETY: ttyname_r wrote a NUL-terminated string.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    // SAFETY: both descriptors were just created and are owned here.
+    unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s), path) }
+}
+
+fn termios_of(path: &str) -> libc::termios {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd and a zeroed plain-data struct for tcgetattr to fill.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(f.as_raw_fd(), &mut t), 0);
+        t
+    }
+}
+
+#[test]
+fn sink_sets_raw_8n1_at_the_baud_rate_and_writes_exact_sentences() {
+    let (mut master, _slave, path) = pty();
+    let mut sink = lookout::alert::SerialSink::open(std::path::Path::new(&path), 9600).unwrap();
+    let t = termios_of(&path);
+    // SAFETY: reading speeds from an initialized termios.
+    let (ispeed, ospeed) = unsafe { (libc::cfgetispeed(&t), libc::cfgetospeed(&t)) };
+    assert_eq!((ispeed, ospeed), (libc::B9600, libc::B9600));
+    assert_eq!(t.c_cflag & libc::CSIZE, libc::CS8);
+    assert_eq!(t.c_cflag & (libc::PARENB | libc::CSTOPB | libc::CRTSCTS), 0, "8N1, no hardware flow control");
+    assert_eq!(t.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG), 0, "raw input");
+    assert_eq!(t.c_oflag & libc::OPOST, 0, "no output processing: \\r\\n must go out as is");
+
+    let alert = lookout::rules::Alert {
+        seq: 3,
+        unix_ms: 1_764_500_000_000,
+        pts_ms: 0,
+        frame: 0,
+        class_id: 0,
+        score: 0.914,
+        bbox: [1.0, 2.0, 300.4, 200.6],
+    };
+    let mut s = lookout::alert::Sentence::new();
+    lookout::alert::alert_sentence(&mut s, &alert, "gate", "person").unwrap();
+    sink.send(&s);
+    sink.send(&s);
+    let mut got = vec![0u8; 2 * s.len()];
+    master.read_exact(&mut got).unwrap();
+    let line = "$LKALR,3,1764500000000,gate,person,0.91,1,2,300,201*";
+    let one = std::str::from_utf8(&got[..s.len()]).unwrap();
+    assert!(one.starts_with(line) && one.ends_with("\r\n"), "{one:?}");
+    assert!(lookout::alert::verify(one).is_some());
+    assert_eq!(&got[..s.len()], &got[s.len()..]);
+    assert_eq!((sink.written, sink.errors), (2, 0));
+}
+
+/// `lookout run` with `serial.port` set: the alerts arrive on the tty, not on stdout.
+#[test]
+fn run_sends_alerts_to_the_configured_tty() {
+    use lookout::capture::mjpeg::split_next;
+    let (mut master, _slave, path) = pty();
+    let dir = scratch("pty-run");
+    let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
+    let mut r = std::io::Cursor::new(&bytes[..]);
+    let (mut jpeg, mut clip) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        split_next(&mut r, &mut jpeg).unwrap();
+        clip.extend_from_slice(&jpeg);
+    }
+    std::fs::write(dir.join("clip.mjpeg"), clip).unwrap();
+    std::fs::write(
+        dir.join("c.toml"),
+        format!("[camera]\nname = \"shop\"\n[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\n[serial]\nport = \"{path}\"\nbaud = 115200\n"),
+    )
+    .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        // The first 40 frames give two alerts (a car, then the cyclist); read until both are in.
+        while buf.iter().filter(|&&b| b == b'\n').count() < 2 {
+            let n = master.read(&mut chunk).unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8(buf).unwrap()
+    });
+    let out = lookout(&["run", "--config", dir.join("c.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "alerts must not go to stdout when a port is set");
+    let got = reader.join().unwrap();
+    let lines: Vec<&str> = got.split_inclusive('\n').collect();
+    assert_eq!(lines.len(), 2, "{got:?}");
+    for (i, (l, class)) in lines.iter().zip(["car", "person"]).enumerate() {
+        let body = lookout::alert::verify(l).unwrap_or_else(|| panic!("bad checksum: {l:?}"));
+        let f: Vec<&str> = body.split(',').collect();
+        assert_eq!((f[1], f[3], f[4]), ((i + 1).to_string().as_str(), "shop", class), "{l:?}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The steady state allocates nothing: frames go source → ring → preprocess → (tract) → decode → rules →
+//! sinks without touching the heap, except inside tract's own `run`.
+//!
+//! Method: a counting global allocator. The real pipeline (`pipeline::run`, capture thread and all) runs
+//! twice on raw Y4M clips of 60 and 160 frames from the shipped footage; everything set up once (threads,
+//! ring, buffers) costs the same in both runs, so the difference divided by the 100 extra frames is what
+//! one frame costs. tract's `run` is measured alone on the same model and subtracted. A JPEG source is
+//! measured the same way and reported: zune-jpeg allocates inside its decoder for every frame.
+
+mod common;
+use common::*;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn counts() -> (u64, u64) {
+    (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst))
+}
+
+use lookout::config::{Config, SourceKind};
+use lookout::model::{Model, ModelSource};
+use lookout::pipeline::{self, Analyzer};
+
+/// Allocations (count, bytes) of one whole `pipeline::run` with the given config. Alerts go to a sink
+/// that discards them; GPIO is the logging pin (no logger is installed, so logging is a no-op).
+fn run_once(cfg: &Config) -> ((u64, u64), pipeline::Summary) {
+    let (model, _) = Model::load_checked(&ModelSource::Builtin).unwrap();
+    let (_, gpio) = pipeline::open_sinks(cfg).unwrap();
+    let serial = lookout::alert::SerialSink::new(Box::new(std::io::sink()));
+    let analyzer = Analyzer::new(model, cfg, serial, gpio).unwrap();
+    let stop = AtomicBool::new(false);
+    let before = counts();
+    let summary = pipeline::run(cfg, analyzer, &stop).unwrap();
+    let after = counts();
+    ((after.0 - before.0, after.1 - before.1), summary)
+}
+
+fn file_config(kind: SourceKind, path: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.source.kind = kind;
+    cfg.source.path = Some(path.to_path_buf());
+    cfg
+}
+
+/// tract's own allocations per `run`, measured alone after a warm-up.
+fn tract_per_run() -> (u64, u64) {
+    let (mut model, _) = Model::load_checked(&ModelSource::Builtin).unwrap();
+    for _ in 0..3 {
+        model.engine.run().unwrap();
+    }
+    let before = counts();
+    for _ in 0..20 {
+        model.engine.run().unwrap();
+    }
+    let after = counts();
+    assert_eq!((after.0 - before.0) % 20, 0, "tract allocates the same number of times every run");
+    ((after.0 - before.0) / 20, (after.1 - before.1) / 20)
+}
+
+#[test]
+fn steady_state_allocates_nothing_outside_tract() {
+    let dir = scratch("steady");
+    clip_as_y4m(&dir.join("short.y4m"), 20, 60);
+    clip_as_y4m(&dir.join("long.y4m"), 20, 160);
+    let tract = tract_per_run();
+
+    let (short, s1) = run_once(&file_config(SourceKind::Y4m, &dir.join("short.y4m")));
+    let (long, s2) = run_once(&file_config(SourceKind::Y4m, &dir.join("long.y4m")));
+    assert_eq!((s1.analysed, s2.analysed), (60, 160));
+    assert!(s2.alerts > 0, "the frames must exercise rules and sinks, not only the model");
+    let extra_frames = s2.analysed - s1.analysed;
+    let per_frame_total = (long.0 - short.0) as f64 / extra_frames as f64;
+    let outside_tract = (long.0 - short.0) as i64 - (tract.0 * extra_frames) as i64;
+    println!(
+        "per frame: {per_frame_total:.1} allocations in all; tract run alone: {} allocations, {} bytes; \
+         outside tract over {extra_frames} frames: {outside_tract} allocations ({} vs {} alerts)",
+        tract.0, tract.1, s1.alerts, s2.alerts
+    );
+    assert_eq!(outside_tract, 0, "the pipeline outside tract allocated in the steady state");
+
+    // The JPEG source, reported rather than asserted: zune-jpeg builds its decoder state per frame. (One
+    // test, not two, because the counter is global and tests run in parallel.)
+    let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
+    let mut r = std::io::Cursor::new(&bytes[..]);
+    let mut jpeg = Vec::new();
+    let mut short = Vec::new();
+    let mut long = Vec::new();
+    for i in 0..160 {
+        lookout::capture::mjpeg::split_next(&mut r, &mut jpeg).unwrap();
+        if i < 60 {
+            short.extend_from_slice(&jpeg);
+        }
+        long.extend_from_slice(&jpeg);
+    }
+    std::fs::write(dir.join("short.mjpeg"), short).unwrap();
+    std::fs::write(dir.join("long.mjpeg"), long).unwrap();
+    let (a, _) = run_once(&file_config(SourceKind::Mjpeg, &dir.join("short.mjpeg")));
+    let (b, _) = run_once(&file_config(SourceKind::Mjpeg, &dir.join("long.mjpeg")));
+    let outside = (b.0 - a.0) as f64 / 100.0 - tract.0 as f64;
+    let outside_bytes = (b.1 - a.1) as f64 / 100.0 - tract.1 as f64;
+    println!(
+        "MJPEG source: {outside:.1} allocations ({outside_bytes:.0} bytes) per frame outside tract (JPEG decoder)"
+    );
+}
