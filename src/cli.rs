@@ -22,6 +22,8 @@ usage:
                                          validate config and model (sha256, self-test); exit 0 ok, 2 not
   lookout detect --source FILE [--model MANIFEST] [--fps N] --json
                                          one JSON line of detections per frame, no rules
+  lookout bench [--source FILE] [--model MANIFEST] [--frames N]
+                                         per-stage timings (default: built-in clip, 100 frames)
   lookout --version | --help
 
 RUST_LOG=debug|info|warn sets the log level (default info, on stderr).";
@@ -47,10 +49,12 @@ struct Args {
     source: Option<PathBuf>,
     fps: f64,
     json: bool,
+    frames: usize,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Args, String> {
-    let mut a = Args { command: "run".into(), config: None, model: None, source: None, fps: 25.0, json: false };
+    let mut a =
+        Args { command: "run".into(), config: None, model: None, source: None, fps: 25.0, json: false, frames: 100 };
     let mut it = args.into_iter().peekable();
     if let Some(first) = it.peek() {
         if !first.starts_with('-') {
@@ -65,6 +69,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             "--source" | "-s" => a.source = Some(value("--source")?.into()),
             "--fps" => a.fps = value("--fps")?.parse().map_err(|_| "--fps needs a number".to_string())?,
             "--json" => a.json = true,
+            "--frames" => a.frames = value("--frames")?.parse().map_err(|_| "--frames needs a number".to_string())?,
             "--version" | "-V" => a.command = "version".into(),
             "--help" | "-h" => a.command = "help".into(),
             other => return Err(format!("unknown argument {other:?}")),
@@ -89,6 +94,7 @@ pub fn main(args: Vec<String>) -> i32 {
         "run" => cmd_run(&args),
         "check" => cmd_check(&args),
         "detect" => cmd_detect(&args),
+        "bench" => cmd_bench(&args),
         "version" => {
             println!("{}", version());
             0
@@ -238,22 +244,59 @@ fn cmd_run(args: &Args) -> i32 {
     }
 }
 
+/// Points `cfg` at `--source` (`.y4m` is read as Y4M, anything else as MJPEG) if one was given.
+fn apply_source(cfg: &mut Config, args: &Args) {
+    if let Some(path) = &args.source {
+        cfg.source.kind =
+            if path.extension().is_some_and(|e| e == "y4m") { SourceKind::Y4m } else { SourceKind::Mjpeg };
+        cfg.source.path = Some(path.clone());
+        cfg.source.fps = crate::config::Fps(args.fps);
+    }
+}
+
+fn cmd_bench(args: &Args) -> i32 {
+    let mut cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    apply_source(&mut cfg, args);
+    let (mut model, _) = match load_model(&model_source(args, &cfg), &cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lookout: model refused: {e}");
+            return 2;
+        }
+    };
+    let result = pipeline::open_source(&cfg)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut source| crate::bench::run(&mut model, source.as_mut(), args.frames));
+    match result {
+        Ok(stages) => {
+            println!("{}; model {}", version(), model.manifest.name);
+            print!("{}", crate::bench::report(&stages));
+            0
+        }
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            1
+        }
+    }
+}
+
 fn cmd_detect(args: &Args) -> i32 {
     if !args.json {
         eprintln!("lookout: detect writes JSON lines; pass --json\n\n{USAGE}");
         return 2;
     }
-    let Some(path) = args.source.clone() else {
+    if args.source.is_none() {
         eprintln!("lookout: detect needs --source FILE\n\n{USAGE}");
         return 2;
-    };
+    }
     let mut cfg = match load_config(args) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    cfg.source.kind = if path.extension().is_some_and(|e| e == "y4m") { SourceKind::Y4m } else { SourceKind::Mjpeg };
-    cfg.source.path = Some(path);
-    cfg.source.fps = crate::config::Fps(args.fps);
+    apply_source(&mut cfg, args);
     let (mut model, _) = match load_model(&model_source(args, &cfg), &cfg) {
         Ok(m) => m,
         Err(e) => {

@@ -22,9 +22,10 @@
 //! - [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]: frame to detections.
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`rules`]: when a detection becomes an alert. [`alert`]: where alerts go.
-//! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command.
+//! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.
 
 pub mod alert;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
