@@ -59,29 +59,42 @@ def decode_rgb(jpeg):
     return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
 
 
-def resize_bilinear(img, out_w, out_h):
-    """HxWx3 -> out_h x out_w x 3 float32: half-pixel centres, edge clamp, no anti-aliasing (stretch).
+def geometry(src_w, src_h, out_w, out_h, resize):
+    """(scale_x, scale_y, pad_x, pad_y) mapping source pixels into the model input, in float32."""
+    f32 = np.float32
+    if resize == "stretch":
+        return f32(out_w) / f32(src_w), f32(out_h) / f32(src_h), f32(0), f32(0)
+    s = min(f32(out_w) / f32(src_w), f32(out_h) / f32(src_h))
+    return s, s, np.floor((f32(out_w) - s * f32(src_w)) / f32(2)), np.floor((f32(out_h) - s * f32(src_h)) / f32(2))
+
+
+def resize_bilinear(img, out_w, out_h, resize="stretch", pad_value=0.0):
+    """HxWx3 -> out_h x out_w x 3 float32: half-pixel centres, edge clamp, no anti-aliasing.
 
     Every step is float32 in the order lookout's contract states (source coordinate
-    ((o + 0.5) / scale) - 0.5 with scale = out/in; top = p00 + (p10 - p00) * fx, likewise bottom;
+    ((o + 0.5 - pad) / scale) - 0.5; top = p00 + (p10 - p00) * fx, likewise bottom;
     v = top + (bottom - top) * fy), then rounded to a whole level with ties to even. Rounding matters:
     the int8 models quantize their input with step 1/255, and unrounded bilinear averages of integer
-    pixels land exactly on half steps, where tract and onnxruntime round differently.
+    pixels land exactly on half steps, where tract and onnxruntime round differently. `letterbox`
+    scales uniformly, centres, and fills the rest with `pad_value`.
     """
     f32 = np.float32
     h, w = img.shape[:2]
     img = img.astype(f32)
+    sx, sy, px, py = geometry(w, h, out_w, out_h, resize)
 
-    def taps(out_len, src_len):
-        scale = f32(out_len) / f32(src_len)
-        s = (np.arange(out_len, dtype=f32) + f32(0.5)) / scale - f32(0.5)
+    def taps(out_len, src_len, scale, pad):
+        o = np.arange(out_len, dtype=f32)
+        s = ((o + f32(0.5) - pad) / scale - f32(0.5)).astype(f32)
         s = np.clip(s, f32(0), f32(src_len - 1)).astype(f32)
         i0 = np.floor(s).astype(np.int64)
         i1 = np.minimum(i0 + 1, src_len - 1)
-        return i0, i1, (s - i0.astype(f32)).astype(f32)
+        content = np.round(f32(src_len) * scale)
+        inside = (o >= pad) & (o < pad + content)
+        return i0, i1, (s - i0.astype(f32)).astype(f32), inside
 
-    x0, x1, fx = taps(out_w, w)
-    y0, y1, fy = taps(out_h, h)
+    x0, x1, fx, xin = taps(out_w, w, sx, px)
+    y0, y1, fy, yin = taps(out_h, h, sy, py)
     fx = fx[None, :, None]
     fy = fy[:, None, None]
     p00, p10 = img[y0][:, x0], img[y0][:, x1]
@@ -89,7 +102,9 @@ def resize_bilinear(img, out_w, out_h):
     top = p00 + (p10 - p00) * fx
     bot = p01 + (p11 - p01) * fx
     # rounded to whole 8-bit levels, ties to even (as lookout does, and cv2.resize on uint8)
-    return np.rint(top + (bot - top) * fy).astype(f32)
+    out = np.rint(top + (bot - top) * fy).astype(f32)
+    out[~(yin[:, None] & xin[None, :])] = f32(pad_value)
+    return out
 
 
 class Manifest:
@@ -124,14 +139,17 @@ class Manifest:
     def detect(self, rgb_u8):
         """Detections for one source frame: list of (class_id, score, [x1, y1, x2, y2]) in source pixels."""
         src_h, src_w = rgb_u8.shape[:2]
-        outs = self.run(self.tensor(resize_bilinear(rgb_u8, self.w, self.h)))
+        inp = self.m["input"]
+        resize = inp["resize"]
+        img = resize_bilinear(rgb_u8, self.w, self.h, resize, inp.get("pad", 0.0))
+        outs = self.run(self.tensor(img))
         d = self.m["decoder"]
         cands = decode(d["kind"], outs, len(self.labels), self.w, self.h, d["score_threshold"])
         kept = nms(cands, d["nms_iou"])
-        sx, sy = src_w / self.w, src_h / self.h
+        sx, sy, px, py = (float(v) for v in geometry(src_w, src_h, self.w, self.h, resize))
         return [
-            (c, s, [float(np.clip(b[0] * sx, 0, src_w)), float(np.clip(b[1] * sy, 0, src_h)),
-                    float(np.clip(b[2] * sx, 0, src_w)), float(np.clip(b[3] * sy, 0, src_h))])
+            (c, s, [float(np.clip((b[0] - px) / sx, 0, src_w)), float(np.clip((b[1] - py) / sy, 0, src_h)),
+                    float(np.clip((b[2] - px) / sx, 0, src_w)), float(np.clip((b[3] - py) / sy, 0, src_h))])
             for c, s, b in kept
         ]
 

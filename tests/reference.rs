@@ -1,8 +1,9 @@
 //! `lookout detect` against an independent reference: onnxruntime plus a Python decoder
 //! (scripts/reference.py, scripts/lookout_ref.py), outputs committed in tests/data/reference-*.jsonl.
 //!
-//! fp32 runs on the MJPEG clip: the two sides decode the JPEGs with different libraries (zune-jpeg here,
-//! libjpeg-turbo there; pixels differ by at most 3 levels, mean 0.09) and still agree closely.
+//! fp32 runs on the MJPEG clip, for all three decoders (FastestDet, UltraFace, YuNet with letterbox): the
+//! two sides decode the JPEGs with different libraries (zune-jpeg here, libjpeg-turbo there; pixels differ
+//! by at most 3 levels, mean 0.09) and still agree closely.
 //!
 //! int8 runs on the same footage as raw 4:2:0 Y4M, so both sides start from identical pixels: the input
 //! tensors are bit-identical. tract and onnxruntime still disagree on some frames: their int8 kernels
@@ -104,23 +105,41 @@ fn check_frames(ours: &[(u64, u64, Vec<Det>)], reference: &[(u64, u64, Vec<Det>)
     }
 }
 
-#[test]
-fn fp32_detections_match_onnxruntime_on_the_mjpeg_clip() {
-    let reference = load(&std::fs::read_to_string(data("reference-fastestdet-fp32.jsonl")).unwrap());
-    let ours = detect("tests/data/bikes.mjpeg", "models/fastestdet-fp32.toml");
+/// fp32 model `name` on the MJPEG clip: every detection scoring `strong` or more (the decoder threshold
+/// plus 0.03) has a partner on the other side, partners' scores are within 0.05, and at least 95% of
+/// all detections pair up.
+fn fp32_matches_reference(name: &str, strong: f64, min_detections: usize) {
+    let reference = load(&std::fs::read_to_string(data(&format!("reference-{name}.jsonl"))).unwrap());
+    let ours = detect("tests/data/bikes.mjpeg", &format!("models/{name}.toml"));
     check_frames(&ours, &reference);
-    let r2o = agreement(&reference, &ours, 0.68);
-    let o2r = agreement(&ours, &reference, 0.68);
+    let r2o = agreement(&reference, &ours, strong);
+    let o2r = agreement(&ours, &reference, strong);
     println!(
-        "fp32: reference {}/{} matched, ours {}/{} matched, max score diff {:.4}",
+        "{name}: reference {}/{} matched, ours {}/{} matched, max score diff {:.4}",
         r2o.matched, r2o.total, o2r.matched, o2r.total, r2o.max_score_diff
     );
-    assert!(r2o.total > 200, "the reference should have plenty of detections");
-    // Only detections within 0.03 of the 0.65 threshold may lack a partner.
+    assert!(r2o.total >= min_detections, "the reference should have detections to compare");
     assert!(r2o.strong_unmatched.is_empty(), "reference detections we miss: {:?}", r2o.strong_unmatched);
     assert!(o2r.strong_unmatched.is_empty(), "detections the reference lacks: {:?}", o2r.strong_unmatched);
     assert!(r2o.max_score_diff <= 0.05 && o2r.max_score_diff <= 0.05);
     assert!(r2o.matched * 100 >= r2o.total * 95 && o2r.matched * 100 >= o2r.total * 95);
+}
+
+#[test]
+fn fastestdet_fp32_matches_onnxruntime_on_the_mjpeg_clip() {
+    fp32_matches_reference("fastestdet-fp32", 0.68, 200);
+}
+
+/// The cyclist's face (frames ~30-38) and other faces; UltraFace boxes come pre-decoded, stretch resize.
+#[test]
+fn ultraface_fp32_matches_onnxruntime_on_the_mjpeg_clip() {
+    fp32_matches_reference("ultraface-rfb320-fp32", 0.73, 30);
+}
+
+/// YuNet: anchor-free strides, letterbox resize, so this also checks the letterbox geometry both ways.
+#[test]
+fn yunet_fp32_matches_onnxruntime_on_the_mjpeg_clip() {
+    fp32_matches_reference("yunet-n320-fp32", 0.63, 30);
 }
 
 /// Makes the Y4M the int8 reference was computed from (ffmpeg's H.264 decode is bit-exact) and checks its
