@@ -176,3 +176,47 @@ fn y4m_source_runs_end_to_end() {
     assert!(alerts.lines().any(|l| l.contains(",door,person,")), "{alerts}");
     assert!(text(&out.stderr).contains("40 frames captured, 40 analysed"));
 }
+
+/// A live-paced source faster than inference: the newest frame wins, the rest are dropped and counted,
+/// and every captured frame is either analysed or counted as dropped.
+#[test]
+fn realtime_pacing_drops_and_counts_when_inference_is_slower() {
+    let dir = scratch("realtime");
+    std::fs::write(
+        dir.join("c.toml"),
+        "[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nfps = 200\nframes = 100\npace = \"realtime\"\n",
+    )
+    .unwrap();
+    let out = lookout(&["run", "--config", dir.join("c.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let line = err.lines().find(|l| l.contains("done:")).unwrap_or_else(|| panic!("{err}"));
+    let num = |what: &str| -> u64 {
+        let before = line.split(&format!(" {what}")).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (captured, analysed, dropped) = (num("frames captured"), num("analysed"), num("dropped"));
+    assert_eq!(captured, 100, "{line}");
+    assert!(dropped > 0, "inference (tens of ms) cannot keep up with 200 fps: {line}");
+    assert_eq!(analysed + dropped, captured, "{line}");
+}
+
+/// SIGTERM (what systemd sends) stops an endless run cleanly: exit 0 and a summary.
+#[test]
+fn sigterm_stops_an_endless_run_cleanly() {
+    let dir = scratch("sigterm");
+    std::fs::write(dir.join("c.toml"), "[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nfps = 30\n").unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config", dir.join("c.toml").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("done:") && err.contains("frames captured"), "{err}");
+}

@@ -346,6 +346,24 @@ mod tests {
     }
 
     #[test]
+    fn clip_reads_to_the_end_and_rewinds() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bikes.mjpeg");
+        let mut src = MjpegSource::open(&path, 25.0).unwrap();
+        assert_eq!((src.info().width, src.info().height), (640, 272));
+        let mut f = Frame::with_capacity(src.info().frame_len());
+        let mut n = 0;
+        while src.next_frame(&mut f).unwrap() == Next::Frame {
+            assert_eq!((f.index, f.pts_ms), (n, n * 40));
+            n += 1;
+        }
+        assert_eq!(n, 250);
+        assert!(src.rewind().unwrap());
+        assert_eq!(src.next_frame(&mut f).unwrap(), Next::Frame);
+        assert_eq!(f.index, 0);
+        assert_eq!(src.dht_fixups, 0, "ffmpeg writes its tables into every frame");
+    }
+
+    #[test]
     fn standard_dht_has_the_annex_k_counts() {
         // Segment length 0x01A2 = 418, four tables: DC0 (12 symbols), DC1 (12), AC0 (162), AC1 (162).
         assert_eq!(&STANDARD_DHT[..4], &[0xFF, 0xC4, 0x01, 0xA2]);
