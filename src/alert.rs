@@ -201,9 +201,23 @@ impl OutputPin for AnyPin {
 
 impl AnyPin {
     /// Requests `line` on `chip` as an output, initially at the electrical level that means "off".
+    /// `chip` is a device path (`/dev/gpiochip0`) or a chip label (`pinctrl-rp1`), which stays right when
+    /// a kernel update renumbers the chips.
     pub fn cdev(chip: &Path, line: u32, active_low: bool) -> anyhow::Result<AnyPin> {
         use anyhow::Context;
-        let mut c = gpio_cdev::Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?;
+        let mut c = if chip.is_absolute() {
+            gpio_cdev::Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?
+        } else {
+            let label = chip.to_string_lossy();
+            let mut found = None;
+            for c in gpio_cdev::chips().context("listing GPIO chips")?.flatten() {
+                if c.label() == label {
+                    found = Some(c);
+                    break;
+                }
+            }
+            found.with_context(|| format!("no GPIO chip labelled {label:?} (gpiodetect lists them)"))?
+        };
         let l = c.get_line(line).with_context(|| format!("{}: no line {line}", chip.display()))?;
         let off = u8::from(active_low);
         let handle = l

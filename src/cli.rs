@@ -17,10 +17,11 @@ const USAGE: &str = "\
 lookout: edge camera sensor (frames -> ONNX detector -> rules -> serial/GPIO alerts)
 
 usage:
-  lookout [run] [--config FILE]          run the pipeline (default: built-in model on the built-in clip)
+  lookout [run] [--config FILE] [--frames N]
+                                         run the pipeline (default: built-in model on the built-in clip)
   lookout check [--config FILE] [--model MANIFEST]
                                          validate config and model (sha256, self-test); exit 0 ok, 2 not
-  lookout detect --source FILE [--model MANIFEST] [--fps N] --json
+  lookout detect --source FILE [--model MANIFEST] [--fps N] [--frames N] --json
                                          one JSON line of detections per frame, no rules
   lookout bench [--source FILE] [--model MANIFEST] [--frames N]
                                          per-stage timings (default: built-in clip, 100 frames)
@@ -49,12 +50,13 @@ struct Args {
     source: Option<PathBuf>,
     fps: f64,
     json: bool,
-    frames: usize,
+    /// `--frames N`: stop after N frames (bench: how many to time, default 100).
+    frames: Option<usize>,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Args, String> {
     let mut a =
-        Args { command: "run".into(), config: None, model: None, source: None, fps: 25.0, json: false, frames: 100 };
+        Args { command: "run".into(), config: None, model: None, source: None, fps: 25.0, json: false, frames: None };
     let mut it = args.into_iter().peekable();
     if let Some(first) = it.peek() {
         if !first.starts_with('-') {
@@ -69,7 +71,9 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             "--source" | "-s" => a.source = Some(value("--source")?.into()),
             "--fps" => a.fps = value("--fps")?.parse().map_err(|_| "--fps needs a number".to_string())?,
             "--json" => a.json = true,
-            "--frames" => a.frames = value("--frames")?.parse().map_err(|_| "--frames needs a number".to_string())?,
+            "--frames" => {
+                a.frames = Some(value("--frames")?.parse().map_err(|_| "--frames needs a number".to_string())?)
+            }
             "--version" | "-V" => a.command = "version".into(),
             "--help" | "-h" => a.command = "help".into(),
             other => return Err(format!("unknown argument {other:?}")),
@@ -110,25 +114,23 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
-/// `lookout <version> (<target>, tract <version>)`.
+/// `lookout <version> (<target triple>, tract <version>)`.
 pub fn version() -> String {
-    format!(
-        "lookout {} ({}-{}, tract {})",
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::ARCH,
-        std::env::consts::OS,
-        crate::infer::TRACT_VERSION
-    )
+    format!("lookout {} ({}, tract {})", env!("CARGO_PKG_VERSION"), env!("LOOKOUT_TARGET"), crate::infer::TRACT_VERSION)
 }
 
 fn load_config(args: &Args) -> Result<Config, i32> {
-    match &args.config {
-        None => Ok(Config::default()),
+    let mut cfg = match &args.config {
+        None => Config::default(),
         Some(p) => Config::load(p).map_err(|e| {
             eprintln!("lookout: config error: {e}");
             2
-        }),
+        })?,
+    };
+    if let Some(n) = args.frames {
+        cfg.source.frames = Some(n as u64);
     }
+    Ok(cfg)
 }
 
 fn model_source(args: &Args, cfg: &Config) -> ModelSource {
@@ -223,7 +225,11 @@ fn cmd_run(args: &Args) -> i32 {
         }
     };
     install_signal_handlers();
-    match pipeline::run(&cfg, analyzer, &STOP) {
+    let mut notifier = crate::service::Notifier::from_env();
+    if notifier.active() {
+        log::info!("systemd notify socket found: readiness and watchdog enabled");
+    }
+    match pipeline::run(&cfg, analyzer, &STOP, &mut notifier) {
         Ok(s) => {
             log::info!(
                 "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} inference errors, mean {:.1} ms per frame",
@@ -269,7 +275,7 @@ fn cmd_bench(args: &Args) -> i32 {
     };
     let result = pipeline::open_source(&cfg)
         .map_err(anyhow::Error::from)
-        .and_then(|mut source| crate::bench::run(&mut model, source.as_mut(), args.frames));
+        .and_then(|mut source| crate::bench::run(&mut model, source.as_mut(), args.frames.unwrap_or(100)));
     match result {
         Ok(stages) => {
             println!("{}; model {}", version(), model.manifest.name);
@@ -311,7 +317,7 @@ fn cmd_detect(args: &Args) -> i32 {
             return 1;
         }
     };
-    match detect_loop(&mut model, source.as_mut()) {
+    match detect_loop(&mut model, source.as_mut(), cfg.source.frames) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("lookout: {e:#}");
@@ -320,13 +326,14 @@ fn cmd_detect(args: &Args) -> i32 {
     }
 }
 
-fn detect_loop(model: &mut Model, source: &mut dyn FrameSource) -> anyhow::Result<()> {
+fn detect_loop(model: &mut Model, source: &mut dyn FrameSource, limit: Option<u64>) -> anyhow::Result<()> {
     use std::io::Write;
     let mut frame = Frame::with_capacity(source.info().frame_len());
     let mut dets = Vec::with_capacity(model.max_candidates());
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    loop {
+    let mut done = 0u64;
+    while limit.is_none_or(|n| done < n) {
         match source.next_frame(&mut frame) {
             Ok(Next::Frame) => {}
             Ok(Next::End) => break,
@@ -336,6 +343,7 @@ fn detect_loop(model: &mut Model, source: &mut dyn FrameSource) -> anyhow::Resul
             }
             Err(e) => return Err(e.into()),
         }
+        done += 1;
         let meta = FrameMeta::from(&frame);
         let geom = model.preprocessor.run(&frame, model.engine.input_mut());
         model.engine.run()?;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::capture::v4l2::CameraFormat;
+
 /// A configuration error that points at the file, line and field.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}:{column}: {field}: {message}")]
@@ -137,6 +139,8 @@ pub enum SourceKind {
     Y4m,
     /// A moving test pattern, `width` x `height` at `fps`, `frames` long (endless if unset).
     Synthetic,
+    /// A V4L2 camera (`device`), asked for `width` x `height` at `fps` in `format`.
+    V4l2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -151,21 +155,31 @@ pub enum Pace {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `builtin` (default), `mjpeg`, `y4m` or `synthetic`.
+    /// `builtin` (default), `v4l2`, `mjpeg`, `y4m` or `synthetic`.
     pub kind: SourceKind,
+    /// V4L2 device: `/dev/video0` or a stable `/dev/v4l/by-id/...` link.
+    pub device: Option<PathBuf>,
+    /// V4L2 pixel format: `auto` (default: the cheapest to convert that reaches `fps`), `yuyv`, `mjpeg`,
+    /// `nv12`, `grey`.
+    pub format: CameraFormat,
+    /// A camera that delivers no frame for this long, in milliseconds, is reported. Default 2000.
+    pub stall_timeout_ms: u64,
     /// File to read (`mjpeg`, `y4m`); relative to the config file.
     pub path: Option<PathBuf>,
-    /// Frame rate in frames/s for `mjpeg` and `synthetic` (files without a rate). Default 25.
+    /// Frame rate in frames/s: asked of a camera; the rate of `mjpeg` and `synthetic` (files without a
+    /// rate). Default 25.
     pub fps: Fps,
-    /// `realtime` or `fast`. Default `fast` for files (every frame analysed), `realtime` otherwise.
+    /// `realtime` or `fast`. Default `fast` for files (every frame analysed), `realtime` otherwise
+    /// (cameras are always realtime).
     pub pace: Option<Pace>,
     /// Start the clip again at its end instead of stopping. Default false.
     #[serde(rename = "loop")]
     pub looping: bool,
-    /// Synthetic frame width and height in pixels. Default 640 x 480.
+    /// Camera or synthetic frame width and height in pixels. Default 640 x 480.
     pub width: u32,
     pub height: u32,
-    /// Synthetic stream length in frames; unset = endless.
+    /// Stop after this many frames (any source; `lookout run --frames N` sets it). Unset: until the
+    /// file ends; endless for a camera or the synthetic pattern.
     pub frames: Option<u64>,
 }
 
@@ -226,7 +240,8 @@ pub struct SerialConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GpioConfig {
-    /// GPIO character device (e.g. `/dev/gpiochip0`); unset = a logging pin.
+    /// GPIO chip: a device (`/dev/gpiochip0`) or a chip label as `gpiodetect` shows it (`pinctrl-rp1`),
+    /// which survives kernels renumbering chips; unset = a logging pin.
     pub chip: Option<PathBuf>,
     /// Line offset on the chip. Required with `chip`.
     pub line: Option<u32>,
@@ -245,6 +260,9 @@ impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig {
             kind: SourceKind::Builtin,
+            device: None,
+            format: CameraFormat::Auto,
+            stall_timeout_ms: 2000,
             path: None,
             fps: Fps(25.0),
             pace: None,
@@ -348,9 +366,25 @@ impl Config {
                 Some(p) if p.is_relative() => cfg.source.path = Some(base.join(p)),
                 Some(_) => {}
             },
-            SourceKind::Synthetic => {
+            SourceKind::Synthetic | SourceKind::V4l2 => {
                 if !(16..=8192).contains(&cfg.source.width) || !(16..=8192).contains(&cfg.source.height) {
-                    return Err(err("source", "width", "synthetic size must be 16..8192 pixels each way".into()));
+                    return Err(err("source", "width", "frame size must be 16..8192 pixels each way".into()));
+                }
+                if cfg.source.kind == SourceKind::V4l2 {
+                    match &cfg.source.device {
+                        None => return Err(err("source", "device", "a v4l2 source needs `device`".into())),
+                        Some(d) if d.is_relative() => {
+                            return Err(err(
+                                "source",
+                                "device",
+                                format!("{} is not an absolute device path", d.display()),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                    if cfg.source.stall_timeout_ms < 100 {
+                        return Err(err("source", "stall_timeout_ms", "must be at least 100".into()));
+                    }
                 }
             }
             SourceKind::Builtin => {}
@@ -401,10 +435,11 @@ impl Config {
 
     /// Effective pacing: files default to `fast`, the synthetic source to `realtime`.
     pub fn pace(&self) -> Pace {
-        self.source.pace.unwrap_or(match self.source.kind {
-            SourceKind::Synthetic => Pace::Realtime,
-            _ => Pace::Fast,
-        })
+        match self.source.kind {
+            SourceKind::V4l2 => Pace::Realtime,
+            SourceKind::Synthetic => self.source.pace.unwrap_or(Pace::Realtime),
+            _ => self.source.pace.unwrap_or(Pace::Fast),
+        }
     }
 }
 
@@ -450,6 +485,16 @@ mod tests {
         assert_eq!((e.line, e.field.as_str()), (1, "source.path"), "{e}");
         let e = parse("[gpio]\nchip = \"/dev/gpiochip0\"\n").unwrap_err();
         assert_eq!(e.field, "gpio.line", "{e}");
+    }
+
+    #[test]
+    fn camera_needs_an_absolute_device() {
+        let c = parse("[source]\nkind = \"v4l2\"\ndevice = \"/dev/video0\"\nformat = \"mjpeg\"\n").unwrap();
+        assert_eq!((c.source.format, c.pace()), (CameraFormat::Mjpeg, Pace::Realtime));
+        let e = parse("[source]\nkind = \"v4l2\"\ndevice = \"video0\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "source.device"), "{e}");
+        let e = parse("[source]\nkind = \"v4l2\"\nformat = \"h264\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "source.format"), "{e}");
     }
 
     #[test]

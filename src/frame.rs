@@ -15,6 +15,8 @@ pub enum PixelFormat {
     Yuyv,
     /// Planar 4:2:0: full Y plane, then U and V planes at half width and half height.
     I420,
+    /// Semi-planar 4:2:0: full Y plane, then one plane of interleaved U, V pairs at half resolution.
+    Nv12,
     /// One 8-bit luma plane.
     Grey,
 }
@@ -26,7 +28,7 @@ impl PixelFormat {
         match self {
             PixelFormat::Rgb24 => w * h * 3,
             PixelFormat::Yuyv => w.div_ceil(2) * 2 * h * 2,
-            PixelFormat::I420 => w * h + 2 * (w.div_ceil(2) * h.div_ceil(2)),
+            PixelFormat::I420 | PixelFormat::Nv12 => w * h + 2 * (w.div_ceil(2) * h.div_ceil(2)),
             PixelFormat::Grey => w * h,
         }
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::alert::{alert_sentence, AnyPin, GpioSink, LogPin, Sentence, SerialSink};
 use crate::capture::mjpeg::MjpegSource;
 use crate::capture::synthetic::SyntheticSource;
+use crate::capture::v4l2::{CameraSettings, V4l2Source};
 use crate::capture::y4m::Y4mSource;
 use crate::capture::{CaptureError, FrameSource, Next};
 use crate::config::{Config, Pace, SourceKind};
@@ -24,6 +25,7 @@ use crate::model::Model;
 use crate::preprocess::Geometry;
 use crate::ring::{Policy, Ring, Take};
 use crate::rules::{Alert, Rules};
+use crate::service::Notifier;
 
 /// The clip the built-in default runs on: 250 frames of street scene, 640x272, 25 fps, MJPEG.
 pub static BUILTIN_CLIP: &[u8] = include_bytes!("../tests/data/bikes.mjpeg");
@@ -37,6 +39,14 @@ pub fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>, CaptureError> {
         SourceKind::Mjpeg => Box::new(MjpegSource::open(&path(), s.fps.0)?),
         SourceKind::Y4m => Box::new(Y4mSource::open(&path())?),
         SourceKind::Synthetic => Box::new(SyntheticSource::new(s.width, s.height, s.fps.0, s.frames)),
+        SourceKind::V4l2 => Box::new(V4l2Source::open(&CameraSettings {
+            device: s.device.clone().unwrap_or_default(),
+            format: s.format,
+            width: s.width,
+            height: s.height,
+            fps: s.fps.0,
+            timeout: Duration::from_millis(s.stall_timeout_ms),
+        })?),
     })
 }
 
@@ -131,6 +141,7 @@ impl Analyzer {
             if alert_sentence(&mut self.sentence, a, &self.camera, label).is_ok() {
                 self.serial.send(&self.sentence);
             }
+            log::info!("alert {}: {label} {:.2} in frame {} ({} ms)", a.seq, a.score, a.frame, a.pts_ms);
             self.gpio.trigger(now);
         }
         self.alerts.len()
@@ -166,12 +177,14 @@ pub struct Summary {
     pub mean_infer_us: u64,
 }
 
-/// The capture thread's loop: fill slots until the source ends, fails, or `stop` is set.
+/// The capture thread's loop: fill slots until the source ends, fails, `limit` frames were captured, or
+/// `stop` is set.
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     ring: &Ring,
     pace: Pace,
     looping: bool,
+    limit: Option<u64>,
     stats: &Stats,
     stop: &AtomicBool,
 ) -> Result<(), CaptureError> {
@@ -180,13 +193,16 @@ fn capture_loop(
     let mut last_pts = 0u64;
     let frame_ms = (1000.0 / source.info().fps.max(0.001)).round() as u64;
     while !stop.load(Ordering::Relaxed) {
+        if limit.is_some_and(|n| stats.captured.load(Ordering::Relaxed) >= n) {
+            break;
+        }
         let Some(i) = ring.acquire() else { break };
         let mut slot = ring.slot(i);
         match source.next_frame(&mut slot) {
             Ok(Next::Frame) => {
                 slot.pts_ms += pts_offset;
                 last_pts = slot.pts_ms;
-                if pace == Pace::Realtime {
+                if pace == Pace::Realtime && !source.info().live {
                     let due = start + Duration::from_millis(slot.pts_ms);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
@@ -222,8 +238,14 @@ fn capture_loop(
     Ok(())
 }
 
-/// Runs the pipeline until the source ends or `stop` is set.
-pub fn run(cfg: &Config, mut analyzer: Analyzer, stop: &AtomicBool) -> anyhow::Result<Summary> {
+/// Runs the pipeline until the source ends or `stop` is set. `notifier` hears `READY=1` once frames can
+/// flow and is ticked from the inference loop (the systemd watchdog).
+pub fn run(
+    cfg: &Config,
+    mut analyzer: Analyzer,
+    stop: &AtomicBool,
+    notifier: &mut Notifier,
+) -> anyhow::Result<Summary> {
     let source = open_source(cfg)?;
     let info = source.info();
     let pace = cfg.pace();
@@ -244,14 +266,16 @@ pub fn run(cfg: &Config, mut analyzer: Analyzer, stop: &AtomicBool) -> anyhow::R
     let capture_stop = Arc::new(AtomicBool::new(false));
     let capture = {
         let (ring, stats, capture_stop) = (ring.clone(), stats.clone(), capture_stop.clone());
-        let looping = cfg.source.looping;
+        let (looping, limit) = (cfg.source.looping, cfg.source.frames);
         std::thread::Builder::new().name("capture".into()).spawn(move || {
-            let r = capture_loop(source, &ring, pace, looping, &stats, &capture_stop);
+            let r = capture_loop(source, &ring, pace, looping, limit, &stats, &capture_stop);
             ring.close();
             r
         })?
     };
+    notifier.notify("READY=1");
     loop {
+        notifier.tick(Instant::now());
         if stop.load(Ordering::Relaxed) {
             capture_stop.store(true, Ordering::Relaxed);
             ring.close();
@@ -295,6 +319,7 @@ pub fn run(cfg: &Config, mut analyzer: Analyzer, stop: &AtomicBool) -> anyhow::R
         std::thread::sleep(d.saturating_duration_since(Instant::now()));
     }
     analyzer.gpio.off();
+    notifier.notify("STOPPING=1");
     let captured = capture.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
     if let Err(e) = captured {
         return Err(anyhow::Error::new(e).context("capture stopped"));

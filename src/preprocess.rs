@@ -196,6 +196,14 @@ impl Preprocessor {
                     yuv_to_rgb(yp[y * w + x], up[c], vp[c])
                 })
             }
+            PixelFormat::Nv12 => {
+                let cw = w.div_ceil(2);
+                let (yp, uv) = px.split_at(w * h);
+                self.sample(out, |x, y| {
+                    let c = 2 * ((y / 2) * cw + x / 2);
+                    yuv_to_rgb(yp[y * w + x], uv[c], uv[c + 1])
+                })
+            }
         }
         self.geometry
     }
@@ -292,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn nv12_reads_interleaved_chroma() {
+        // 2x2 frame: Y = 81 (limited-range level for pure red's luma), UV = (90, 240): red.
+        let mut f = Frame::with_capacity(6);
+        f.data.copy_from_slice(&[81, 81, 81, 81, 90, 240]);
+        (f.len, f.width, f.height, f.format) = (6, 2, 2, PixelFormat::Nv12);
+        let mut p = Preprocessor::new(spec(2, 2, ColorOrder::Rgb, Resize::Stretch));
+        let mut out = vec![0.0; p.tensor_len()];
+        p.run(&f, &mut out);
+        assert!(out[0] > 250.0 && out[4] < 5.0 && out[8] < 5.0, "{out:?}");
+    }
+
+    #[test]
     fn letterbox_pads_and_maps_boxes_back() {
         let fr = rgb_frame(8, 4, |_, _| [255, 255, 255]);
         let mut s = spec(8, 8, ColorOrder::Rgb, Resize::Letterbox);
@@ -314,7 +334,10 @@ mod tests {
         let mut i420 = Frame::with_capacity(12);
         i420.data.copy_from_slice(&[126, 126, 126, 126, 126, 126, 126, 126, 128, 128, 128, 128]);
         (i420.len, i420.width, i420.height, i420.format) = (12, 4, 2, PixelFormat::I420);
-        for fr in [yuyv, i420] {
+        let mut nv12 = Frame::with_capacity(12);
+        nv12.data.copy_from_slice(&[126, 126, 126, 126, 126, 126, 126, 126, 128, 128, 128, 128]);
+        (nv12.len, nv12.width, nv12.height, nv12.format) = (12, 4, 2, PixelFormat::Nv12);
+        for fr in [yuyv, i420, nv12] {
             let mut p = Preprocessor::new(spec(2, 2, ColorOrder::Rgb, Resize::Stretch));
             let mut out = vec![0.0; p.tensor_len()];
             p.run(&fr, &mut out);

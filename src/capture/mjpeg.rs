@@ -241,7 +241,7 @@ impl MjpegSource {
             reader,
             jpeg,
             first_pending: true,
-            info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps },
+            info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps, live: false },
             index: 0,
             dht_fixups: u64::from(fixed),
         })

@@ -6,11 +6,12 @@
 //! (real time or as fast as possible) and looping are the capture loop's business, not the source's, so a
 //! clip replays exactly like a camera would deliver it.
 //!
-//! Sources: [`mjpeg`] (concatenated JPEGs, as UVC webcams and `ffmpeg -f mjpeg` produce), [`y4m`]
-//! (raw YUV 4:2:2 or 4:2:0 in a YUV4MPEG2 container), [`synthetic`] (a moving pattern, no files).
+//! Sources: [`v4l2`] (cameras), [`mjpeg`] (concatenated JPEGs, as UVC webcams and `ffmpeg -f mjpeg`
+//! produce), [`y4m`] (raw YUV 4:2:2 or 4:2:0 in a YUV4MPEG2 container), [`synthetic`] (a moving pattern).
 
 pub mod mjpeg;
 pub mod synthetic;
+pub mod v4l2;
 pub mod y4m;
 
 use crate::frame::{Frame, PixelFormat};
@@ -24,6 +25,8 @@ pub struct SourceInfo {
     pub format: PixelFormat,
     /// Nominal frame rate (frames per second); used for presentation times and real-time pacing.
     pub fps: f64,
+    /// A camera: it delivers frames at its own pace, so the capture loop never sleeps to pace it.
+    pub live: bool,
 }
 
 impl SourceInfo {

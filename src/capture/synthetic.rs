@@ -16,7 +16,11 @@ pub struct SyntheticSource {
 
 impl SyntheticSource {
     pub fn new(width: u32, height: u32, fps: f64, frames: Option<u64>) -> SyntheticSource {
-        SyntheticSource { info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps }, frames, index: 0 }
+        SyntheticSource {
+            info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps, live: false },
+            frames,
+            index: 0,
+        }
     }
 }
 

@@ -83,7 +83,7 @@ impl Y4mSource {
             Chroma::C422 => PixelFormat::Yuyv,
             Chroma::Mono => PixelFormat::Grey,
         };
-        let info = SourceInfo { width: w, height: h, format, fps };
+        let info = SourceInfo { width: w, height: h, format, fps, live: false };
         let planar = if chroma == Chroma::C422 {
             vec![0; (w as usize * h as usize) + 2 * (w as usize).div_ceil(2) * h as usize]
         } else {

@@ -4,6 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Frames of the shipped clip the tests use: all 250, or the first `LOOKOUT_TEST_FRAMES` when that is
+/// set. scripts/test-arm.sh sets it for the run under qemu-user, where tract's inference is emulated at
+/// about 2 s a frame: the same tests then run on the start of the clip (which still holds a car, the
+/// cyclist and his face) instead of taking hours.
+pub fn clip_frames() -> usize {
+    std::env::var("LOOKOUT_TEST_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(250).clamp(1, 250)
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

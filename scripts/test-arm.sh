@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test suite for an ARM target, run under qemu-user:
+#   scripts/test-arm.sh aarch64|armv7
+# Cargo runs the test binaries through the runner in .cargo/config.toml; the tests also start the
+# `lookout` binary itself, which the kernel hands to qemu through binfmt_misc (registered here if needed).
+# Emulated tract inference takes about 2 s a frame, so the tests use the first LOOKOUT_TEST_FRAMES
+# (default 40) frames of the clip instead of all 250 (see tests/common/mod.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+    aarch64) triple=aarch64-unknown-linux-gnu; sysroot=/usr/aarch64-linux-gnu; qemu=qemu-aarch64; cpu=cortex-a72 ;;
+    armv7) triple=armv7-unknown-linux-gnueabihf; sysroot=/usr/arm-linux-gnueabihf; qemu=qemu-arm; cpu=cortex-a15 ;;
+    *) echo "usage: $0 aarch64|armv7" >&2; exit 2 ;;
+esac
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e "/proc/sys/fs/binfmt_misc/$qemu" ]; then
+    cat "/usr/lib/binfmt.d/$qemu.conf" > /proc/sys/fs/binfmt_misc/register
+fi
+export QEMU_LD_PREFIX=$sysroot
+# A concrete CPU: qemu's default "max" CPU offers 512-bit SVE, which tract then uses and qemu emulates
+# about 7x slower than NEON (measured with `lookout bench`: 16.7 s vs 2.3 s a frame).
+export QEMU_CPU=$cpu
+export LOOKOUT_TEST_FRAMES=${LOOKOUT_TEST_FRAMES:-40}
+start=$(date +%s)
+cargo test --release --locked --target "$triple"
+echo "test-arm: $1: tests under qemu-user passed in $(( $(date +%s) - start ))s"

@@ -1,0 +1,432 @@
+//! V4L2 cameras: the one module that knows the `v4l` crate.
+//!
+//! Why it looks like this: a camera is negotiated once (format, size, frame rate), then streams through
+//! driver buffers mapped into our memory (mmap, 4 buffers). `v4l`'s stream lends each filled buffer; we
+//! convert out of it straight into the ring slot (the one copy per frame) and hand the buffer back.
+//! Raw formats are copied row by row (drivers may pad rows); MJPEG frames go through the same DHT fix-up
+//! and JPEG decoder as MJPEG files, because UVC webcams leave the Huffman tables out. Presentation times
+//! come from the driver's timestamps, relative to the first frame.
+//!
+//! Negotiation ([`negotiate`]) is a plain function over what the camera offers, so it is tested without a
+//! camera: an explicit format must be offered; `auto` takes the cheapest format to convert that reaches
+//! the requested frame rate at the requested size (YUYV and NV12 before MJPEG, which needs a JPEG decode,
+//! and grey last, as colour models want colour).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use v4l::buffer::Type;
+use v4l::frameinterval::FrameIntervalEnum;
+use v4l::framesize::FrameSizeEnum;
+use v4l::io::mmap::Stream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::{Device, Format, FourCC};
+
+use super::mjpeg::{decode_rgb, split_next, Split};
+use super::{CaptureError, FrameSource, Next, SourceInfo};
+use crate::frame::{Frame, PixelFormat};
+
+/// Pixel formats lookout can take from a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraFormat {
+    /// Let lookout pick (see the module documentation).
+    Auto,
+    Yuyv,
+    Mjpeg,
+    Nv12,
+    Grey,
+}
+
+impl CameraFormat {
+    fn fourcc(self) -> Option<[u8; 4]> {
+        match self {
+            CameraFormat::Auto => None,
+            CameraFormat::Yuyv => Some(*b"YUYV"),
+            CameraFormat::Mjpeg => Some(*b"MJPG"),
+            CameraFormat::Nv12 => Some(*b"NV12"),
+            CameraFormat::Grey => Some(*b"GREY"),
+        }
+    }
+
+    /// The format for a V4L2 fourcc, if lookout can use it.
+    pub fn from_fourcc(code: &[u8; 4]) -> Option<CameraFormat> {
+        [CameraFormat::Yuyv, CameraFormat::Mjpeg, CameraFormat::Nv12, CameraFormat::Grey]
+            .into_iter()
+            .find(|f| f.fourcc().as_ref() == Some(code))
+    }
+
+    /// Relative cost of turning a frame of this format into model input (lower is cheaper).
+    fn cost(self) -> u8 {
+        match self {
+            CameraFormat::Yuyv | CameraFormat::Nv12 => 0,
+            CameraFormat::Mjpeg => 1,
+            CameraFormat::Grey => 2,
+            CameraFormat::Auto => u8::MAX,
+        }
+    }
+
+    fn pixel_format(self) -> PixelFormat {
+        match self {
+            CameraFormat::Yuyv => PixelFormat::Yuyv,
+            CameraFormat::Nv12 => PixelFormat::Nv12,
+            CameraFormat::Grey => PixelFormat::Grey,
+            CameraFormat::Mjpeg | CameraFormat::Auto => PixelFormat::Rgb24,
+        }
+    }
+}
+
+/// One (format, size) a camera offers, with the frame rates it offers there: (min, max) fps per entry;
+/// a discrete rate has min == max.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub format: CameraFormat,
+    pub width: u32,
+    pub height: u32,
+    pub rates: Vec<(f64, f64)>,
+}
+
+impl Offer {
+    /// The rate closest to `fps` this offer can run at.
+    fn best_rate(&self, fps: f64) -> f64 {
+        self.rates
+            .iter()
+            .map(|&(lo, hi)| fps.clamp(lo, hi))
+            .min_by(|a, b| (a - fps).abs().total_cmp(&(b - fps).abs()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// What negotiation settled on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    pub format: CameraFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+/// Picks format, size and rate from `offers`. The size is the requested one if offered, else the offered
+/// size closest in area. Among formats at that size: an explicit `want` must be there; `auto` prefers a
+/// format that reaches `fps` (within 1%), then the cheaper conversion, then the higher rate.
+pub fn negotiate(offers: &[Offer], want: CameraFormat, width: u32, height: u32, fps: f64) -> Result<Choice, String> {
+    let usable: Vec<&Offer> = offers.iter().filter(|o| want == CameraFormat::Auto || o.format == want).collect();
+    if usable.is_empty() {
+        let have: Vec<String> = offers.iter().map(|o| format!("{:?}", o.format)).collect();
+        return Err(format!(
+            "the camera does not offer {want:?} (it offers: {})",
+            if have.is_empty() { "nothing lookout can use".into() } else { have.join(", ") }
+        ));
+    }
+    let area = |o: &Offer| (o.width as i64 * o.height as i64 - width as i64 * height as i64).abs();
+    let exact = usable.iter().any(|o| (o.width, o.height) == (width, height));
+    let best_area = usable.iter().map(|o| area(o)).min().unwrap_or(0);
+    let at_size: Vec<&&Offer> = usable
+        .iter()
+        .filter(|o| if exact { (o.width, o.height) == (width, height) } else { area(o) == best_area })
+        .collect();
+    let reaches = |o: &Offer| o.best_rate(fps) >= fps * 0.99;
+    let best = at_size
+        .into_iter()
+        .min_by(|a, b| {
+            (!reaches(a), a.format.cost())
+                .cmp(&(!reaches(b), b.format.cost()))
+                .then(b.best_rate(fps).total_cmp(&a.best_rate(fps)))
+        })
+        .ok_or("no usable size")?;
+    Ok(Choice { format: best.format, width: best.width, height: best.height, fps: best.best_rate(fps) })
+}
+
+/// Everything the camera offers that lookout can use (the `probe` listing and negotiation's input).
+pub fn offers(dev: &Device) -> std::io::Result<Vec<Offer>> {
+    let mut out = Vec::new();
+    for desc in dev.enum_formats()? {
+        let Some(format) = CameraFormat::from_fourcc(&desc.fourcc.repr) else { continue };
+        for size in dev.enum_framesizes(desc.fourcc)? {
+            let sizes: Vec<(u32, u32)> = match size.size {
+                FrameSizeEnum::Discrete(d) => vec![(d.width, d.height)],
+                FrameSizeEnum::Stepwise(s) => {
+                    // Offer the corners; a requested size inside the range is offered by set_format too.
+                    vec![(s.min_width, s.min_height), (s.max_width, s.max_height)]
+                }
+            };
+            for (w, h) in sizes {
+                let mut rates = Vec::new();
+                for iv in dev.enum_frameintervals(desc.fourcc, w, h).unwrap_or_default() {
+                    let fps = |n: u32, d: u32| if n > 0 { d as f64 / n as f64 } else { 0.0 };
+                    match iv.interval {
+                        FrameIntervalEnum::Discrete(f) => {
+                            let r = fps(f.numerator, f.denominator);
+                            rates.push((r, r));
+                        }
+                        FrameIntervalEnum::Stepwise(s) => rates
+                            .push((fps(s.max.numerator, s.max.denominator), fps(s.min.numerator, s.min.denominator))),
+                    }
+                }
+                out.push(Offer { format, width: w, height: h, rates });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Camera settings from the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSettings {
+    pub device: PathBuf,
+    pub format: CameraFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    /// A frame not arriving within this time is reported as an I/O error (the camera stalled).
+    pub timeout: Duration,
+}
+
+/// A V4L2 camera streaming into ring slots.
+pub struct V4l2Source {
+    // Field order matters: the stream (buffers, STREAMOFF) drops before the device is closed.
+    stream: Stream<'static>,
+    _dev: Device,
+    choice: Choice,
+    stride: usize,
+    info: SourceInfo,
+    jpeg: Vec<u8>,
+    first_ts_us: Option<i64>,
+    index: u64,
+    pub device: PathBuf,
+}
+
+fn invalid(msg: String) -> CaptureError {
+    CaptureError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg))
+}
+
+impl V4l2Source {
+    /// Opens and configures the camera and maps its buffers; streaming starts with the first frame.
+    pub fn open(s: &CameraSettings) -> Result<V4l2Source, CaptureError> {
+        let dev = Device::with_path(&s.device)?;
+        let caps = dev.query_caps()?;
+        let flags = caps.capabilities;
+        use v4l::capability::Flags;
+        if !flags.contains(Flags::VIDEO_CAPTURE) || !flags.contains(Flags::STREAMING) {
+            return Err(invalid(format!("{} ({}) is not a streaming capture device", s.device.display(), caps.card)));
+        }
+        let offered = offers(&dev)?;
+        let choice = negotiate(&offered, s.format, s.width, s.height, s.fps)
+            .map_err(|e| invalid(format!("{}: {e}", s.device.display())))?;
+        let fourcc = FourCC::new(&choice.format.fourcc().unwrap_or(*b"YUYV"));
+        let set = dev.set_format(&Format::new(choice.width, choice.height, fourcc))?;
+        if set.fourcc != fourcc || (set.width, set.height) != (choice.width, choice.height) {
+            return Err(invalid(format!(
+                "{}: asked for {} {}x{}, the driver set {} {}x{}",
+                s.device.display(),
+                fourcc,
+                choice.width,
+                choice.height,
+                set.fourcc,
+                set.width,
+                set.height
+            )));
+        }
+        let fps = choice.fps.round().max(1.0) as u32;
+        let actual_fps = match dev.set_params(&v4l::video::capture::Parameters::with_fps(fps)) {
+            Ok(p) if p.interval.numerator > 0 => p.interval.denominator as f64 / p.interval.numerator as f64,
+            Ok(_) => choice.fps,
+            Err(e) => {
+                log::warn!("{}: could not set {fps} fps: {e}", s.device.display());
+                choice.fps
+            }
+        };
+        let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, 4)?;
+        stream.set_timeout(s.timeout);
+        let format = choice.format.pixel_format();
+        let info = SourceInfo { width: choice.width, height: choice.height, format, fps: actual_fps, live: true };
+        log::info!(
+            "{} ({}, {}): {:?} {}x{} at {:.1} fps",
+            s.device.display(),
+            caps.driver,
+            caps.card,
+            choice.format,
+            choice.width,
+            choice.height,
+            actual_fps
+        );
+        Ok(V4l2Source {
+            stream,
+            _dev: dev,
+            choice,
+            stride: set.stride as usize,
+            info,
+            jpeg: Vec::with_capacity(1 << 20),
+            first_ts_us: None,
+            index: 0,
+            device: s.device.clone(),
+        })
+    }
+
+    pub fn choice(&self) -> Choice {
+        self.choice
+    }
+}
+
+/// Copies `rows` rows of `row_len` bytes from `src` (rows `stride` apart) into `dst` (rows packed).
+fn copy_rows(src: &[u8], stride: usize, row_len: usize, rows: usize, dst: &mut [u8]) -> Result<(), String> {
+    let stride = stride.max(row_len);
+    if src.len() < stride * (rows - 1) + row_len || dst.len() < row_len * rows {
+        return Err(format!("buffer of {} bytes is short for {rows} rows of {row_len} (stride {stride})", src.len()));
+    }
+    for r in 0..rows {
+        dst[r * row_len..(r + 1) * row_len].copy_from_slice(&src[r * stride..r * stride + row_len]);
+    }
+    Ok(())
+}
+
+/// Converts one driver buffer into `frame` (raw formats: packed rows; MJPEG: decoded to RGB).
+pub fn convert(
+    format: CameraFormat,
+    width: u32,
+    height: u32,
+    stride: usize,
+    data: &[u8],
+    jpeg: &mut Vec<u8>,
+    frame: &mut Frame,
+) -> Result<(), String> {
+    let (w, h) = (width as usize, height as usize);
+    let pf = format.pixel_format();
+    let len = pf.frame_len(width, height);
+    let dst = frame.data.get_mut(..len).ok_or("frame slot too small")?;
+    match format {
+        CameraFormat::Yuyv => copy_rows(data, stride, w.div_ceil(2) * 4, h, dst)?,
+        CameraFormat::Grey => copy_rows(data, stride, w, h, dst)?,
+        CameraFormat::Nv12 => {
+            let (y, uv) = dst.split_at_mut(w * h);
+            let stride = stride.max(w);
+            copy_rows(data, stride, w, h, y)?;
+            let chroma = data.get(stride * h..).ok_or("NV12 buffer has no chroma plane")?;
+            copy_rows(chroma, stride, w.div_ceil(2) * 2, h.div_ceil(2), uv)?;
+        }
+        CameraFormat::Mjpeg => {
+            match split_next(&mut Cursor::new(data), jpeg).map_err(|e| e.to_string())? {
+                Split::Jpeg { .. } => {}
+                Split::End | Split::Truncated => return Err("incomplete JPEG from the camera".into()),
+            }
+            let (jw, jh) = decode_rgb(jpeg, dst)?;
+            if (jw, jh) != (width, height) {
+                return Err(format!("camera sent a {jw}x{jh} JPEG in a {width}x{height} stream"));
+            }
+        }
+        CameraFormat::Auto => return Err("no format negotiated".into()),
+    }
+    frame.len = len;
+    frame.format = pf;
+    frame.width = width;
+    frame.height = height;
+    Ok(())
+}
+
+impl FrameSource for V4l2Source {
+    fn info(&self) -> SourceInfo {
+        self.info
+    }
+
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
+        let (buf, meta) = self.stream.next()?;
+        let index = self.index;
+        self.index += 1;
+        let used = if meta.bytesused > 0 { (meta.bytesused as usize).min(buf.len()) } else { buf.len() };
+        let c = self.choice;
+        convert(c.format, c.width, c.height, self.stride, &buf[..used], &mut self.jpeg, frame)
+            .map_err(|reason| CaptureError::Corrupt { index, reason })?;
+        // time_t is 32-bit on armv7 and 64-bit on aarch64: the casts are needed on one of them.
+        #[allow(clippy::unnecessary_cast)]
+        let ts = meta.timestamp.sec as i64 * 1_000_000 + meta.timestamp.usec as i64;
+        let first = *self.first_ts_us.get_or_insert(ts);
+        frame.index = index;
+        frame.pts_ms = (ts - first).max(0) as u64 / 1000;
+        Ok(Next::Frame)
+    }
+
+    fn rewind(&mut self) -> Result<bool, CaptureError> {
+        Ok(false)
+    }
+}
+
+/// `true` if `path` looks like a V4L2 device node.
+pub fn is_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).map(|m| m.file_type().is_char_device()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(format: CameraFormat, width: u32, height: u32, rates: &[f64]) -> Offer {
+        Offer { format, width, height, rates: rates.iter().map(|&r| (r, r)).collect() }
+    }
+
+    #[test]
+    fn auto_prefers_raw_when_it_reaches_the_rate_else_mjpeg() {
+        let cam = [
+            offer(CameraFormat::Mjpeg, 1280, 720, &[30.0, 15.0]),
+            offer(CameraFormat::Yuyv, 1280, 720, &[10.0, 5.0]),
+            offer(CameraFormat::Mjpeg, 640, 480, &[30.0]),
+            offer(CameraFormat::Yuyv, 640, 480, &[30.0, 15.0]),
+        ];
+        let c = negotiate(&cam, CameraFormat::Auto, 640, 480, 30.0).unwrap();
+        assert_eq!((c.format, c.width, c.height, c.fps), (CameraFormat::Yuyv, 640, 480, 30.0));
+        // At 720p YUYV only does 10 fps over USB 2: MJPEG reaches 30.
+        let c = negotiate(&cam, CameraFormat::Auto, 1280, 720, 30.0).unwrap();
+        assert_eq!((c.format, c.fps), (CameraFormat::Mjpeg, 30.0));
+        // Asking for 10 fps, YUYV (no decode) is enough.
+        let c = negotiate(&cam, CameraFormat::Auto, 1280, 720, 10.0).unwrap();
+        assert_eq!(c.format, CameraFormat::Yuyv);
+    }
+
+    #[test]
+    fn explicit_format_must_be_offered_and_size_falls_back_to_the_closest() {
+        let cam = [offer(CameraFormat::Yuyv, 640, 480, &[30.0]), offer(CameraFormat::Yuyv, 320, 240, &[30.0])];
+        let e = negotiate(&cam, CameraFormat::Mjpeg, 640, 480, 30.0).unwrap_err();
+        assert!(e.contains("does not offer Mjpeg") && e.contains("Yuyv"), "{e}");
+        let c = negotiate(&cam, CameraFormat::Yuyv, 600, 400, 30.0).unwrap();
+        assert_eq!((c.width, c.height), (640, 480));
+        assert!(negotiate(&[], CameraFormat::Auto, 640, 480, 30.0).unwrap_err().contains("nothing lookout can use"));
+    }
+
+    #[test]
+    fn stepwise_rates_clamp_to_the_request() {
+        let cam = [Offer { format: CameraFormat::Yuyv, width: 640, height: 480, rates: vec![(1.0, 60.0)] }];
+        assert_eq!(negotiate(&cam, CameraFormat::Auto, 640, 480, 25.0).unwrap().fps, 25.0);
+        let cam = [Offer { format: CameraFormat::Yuyv, width: 640, height: 480, rates: vec![(1.0, 15.0)] }];
+        assert_eq!(negotiate(&cam, CameraFormat::Auto, 640, 480, 25.0).unwrap().fps, 15.0);
+    }
+
+    #[test]
+    fn padded_rows_and_nv12_planes_are_packed_into_the_slot() {
+        // 2x2 YUYV with a 6-byte stride (2 bytes of padding per row).
+        let data = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 0, 0];
+        let mut f = Frame::with_capacity(8);
+        convert(CameraFormat::Yuyv, 2, 2, 6, &data, &mut Vec::new(), &mut f).unwrap();
+        assert_eq!(f.pixels(), &[1, 2, 3, 4, 5, 6, 7, 8]);
+        // 2x2 NV12 with stride 4: Y rows, then one UV row.
+        let data = [10, 11, 0, 0, 12, 13, 0, 0, 20, 21, 0, 0];
+        let mut f = Frame::with_capacity(6);
+        convert(CameraFormat::Nv12, 2, 2, 4, &data, &mut Vec::new(), &mut f).unwrap();
+        assert_eq!((f.pixels(), f.format), (&[10u8, 11, 12, 13, 20, 21][..], PixelFormat::Nv12));
+        // A short buffer is an error, not a panic.
+        assert!(convert(CameraFormat::Yuyv, 2, 2, 6, &data[..7], &mut Vec::new(), &mut f).is_err());
+    }
+
+    #[test]
+    fn mjpeg_without_huffman_tables_converts() {
+        let full = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/std-huffman.jpg")).unwrap();
+        let at = full.windows(2).position(|w| w == [0xFF, 0xC4]).unwrap();
+        let len = u16::from_be_bytes([full[at + 2], full[at + 3]]) as usize;
+        let mut stripped = full[..at].to_vec();
+        stripped.extend_from_slice(&full[at + 2 + len..]);
+        let mut f = Frame::with_capacity(640 * 272 * 3);
+        convert(CameraFormat::Mjpeg, 640, 272, 0, &stripped, &mut Vec::new(), &mut f).unwrap();
+        assert_eq!((f.width, f.height, f.format), (640, 272, PixelFormat::Rgb24));
+    }
+}
