@@ -4,7 +4,8 @@
 //! Method: a counting global allocator. The real pipeline (`pipeline::run`, capture thread and all) runs
 //! twice on raw Y4M clips of 60 and 160 frames from the shipped footage; everything set up once (threads,
 //! ring, buffers) costs the same in both runs, so the difference divided by the extra frames is what
-//! one frame costs. tract's `run` is measured alone on the same model and the same frames and subtracted. A JPEG source is
+//! one frame costs. tract's `run` is measured alone on the same model and the same frames and subtracted;
+//! every measurement runs in a process of its own, as tract keeps caches across runs. A JPEG source is
 //! measured the same way and reported: zune-jpeg allocates inside its decoder for every frame.
 
 mod common;
@@ -92,35 +93,72 @@ fn tract_allocs_on(kind: SourceKind, path: &std::path::Path) -> (u64, u64) {
     (n, bytes)
 }
 
+/// One measurement, in a process of its own so that no global or per-thread state one measurement leaves
+/// (tract keeps caches) changes the next one's count: `LOOKOUT_STEADY_CHILD=MODE:KIND:PATH`, MODE
+/// `pipeline` or `tract`, KIND `y4m` or `mjpeg`. Prints `MEASURED <allocations> <bytes> <analysed> <alerts>`.
+#[test]
+#[ignore = "helper run by steady_state_allocates_nothing_outside_tract in a child process"]
+fn measure_in_child() {
+    let spec = std::env::var("LOOKOUT_STEADY_CHILD").expect("run by steady_state_allocates_nothing_outside_tract");
+    let (mode, rest) = spec.split_once(':').unwrap();
+    let (kind, path) = rest.split_once(':').unwrap();
+    let kind = if kind == "y4m" { SourceKind::Y4m } else { SourceKind::Mjpeg };
+    let path = std::path::Path::new(path);
+    let (n, bytes, analysed, alerts) = match mode {
+        "pipeline" => {
+            let ((n, bytes), s) = run_once(&file_config(kind, path));
+            (n, bytes, s.analysed, s.alerts)
+        }
+        _ => {
+            let (n, bytes) = tract_allocs_on(kind, path);
+            (n, bytes, 0, 0)
+        }
+    };
+    println!("MEASURED {n} {bytes} {analysed} {alerts}");
+}
+
+/// Runs [`measure_in_child`] in a new process and returns (allocations, bytes, analysed, alerts).
+fn measure(mode: &str, kind: &str, path: &std::path::Path) -> (u64, u64, u64, u64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "measure_in_child", "--nocapture", "--test-threads", "1"])
+        .env("LOOKOUT_STEADY_CHILD", format!("{mode}:{kind}:{}", path.display()))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let line =
+        stdout.lines().find_map(|l| l.split_once("MEASURED ").map(|(_, v)| v)).unwrap_or_else(|| panic!("{stdout}"));
+    let v: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1], v[2], v[3])
+}
+
 #[test]
 fn steady_state_allocates_nothing_outside_tract() {
     let dir = scratch("steady");
     // 60 and 160 frames; under qemu-user (LOOKOUT_TEST_FRAMES) half that and that many.
     let (short_n, long_n) = if clip_frames() < 250 { (clip_frames() / 2, clip_frames()) } else { (60, 160) };
-    clip_as_y4m(&dir.join("short.y4m"), 20, short_n);
-    clip_as_y4m(&dir.join("long.y4m"), 20, long_n);
+    let (short_y4m, long_y4m) = (dir.join("short.y4m"), dir.join("long.y4m"));
+    clip_as_y4m(&short_y4m, 20, short_n);
+    clip_as_y4m(&long_y4m, 20, long_n);
 
-    let (short, s1) = run_once(&file_config(SourceKind::Y4m, &dir.join("short.y4m")));
-    let (long, s2) = run_once(&file_config(SourceKind::Y4m, &dir.join("long.y4m")));
-    assert_eq!((s1.analysed, s2.analysed), (short_n as u64, long_n as u64));
-    assert!(s2.alerts > 0, "the frames must exercise rules and sinks, not only the model");
-    let extra_frames = s2.analysed - s1.analysed;
-    let (tract_short, tract_long) = (
-        tract_allocs_on(SourceKind::Y4m, &dir.join("short.y4m")),
-        tract_allocs_on(SourceKind::Y4m, &dir.join("long.y4m")),
-    );
+    let short = measure("pipeline", "y4m", &short_y4m);
+    let long = measure("pipeline", "y4m", &long_y4m);
+    assert_eq!((short.2, long.2), (short_n as u64, long_n as u64));
+    assert!(long.3 > 0, "the frames must exercise rules and sinks, not only the model");
+    let extra_frames = long.2 - short.2;
+    let tract_short = measure("tract", "y4m", &short_y4m);
+    let tract_long = measure("tract", "y4m", &long_y4m);
     let tract = ((tract_long.0 - tract_short.0) / extra_frames, (tract_long.1 - tract_short.1) / extra_frames);
     let per_frame_total = (long.0 - short.0) as f64 / extra_frames as f64;
     let outside_tract = (long.0 - short.0) as i64 - (tract_long.0 - tract_short.0) as i64;
     println!(
         "per frame: {per_frame_total:.1} allocations in all; tract's run: {} allocations, {} bytes a frame; \
          outside tract over {extra_frames} frames: {outside_tract} allocations ({} vs {} alerts)",
-        tract.0, tract.1, s1.alerts, s2.alerts
+        tract.0, tract.1, short.3, long.3
     );
     assert_eq!(outside_tract, 0, "the pipeline outside tract allocated in the steady state");
 
-    // The JPEG source, reported rather than asserted: zune-jpeg builds its decoder state per frame. (One
-    // test, not two, because the counter is global and tests run in parallel.)
+    // The JPEG source, reported rather than asserted: zune-jpeg builds its decoder state per frame.
     let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
     let mut r = std::io::Cursor::new(&bytes[..]);
     let mut jpeg = Vec::new();
@@ -133,12 +171,11 @@ fn steady_state_allocates_nothing_outside_tract() {
         }
         long.extend_from_slice(&jpeg);
     }
-    std::fs::write(dir.join("short.mjpeg"), short).unwrap();
-    std::fs::write(dir.join("long.mjpeg"), long).unwrap();
-    let (a, _) = run_once(&file_config(SourceKind::Mjpeg, &dir.join("short.mjpeg")));
-    let (b, _) = run_once(&file_config(SourceKind::Mjpeg, &dir.join("long.mjpeg")));
-    let ta = tract_allocs_on(SourceKind::Mjpeg, &dir.join("short.mjpeg"));
-    let tb = tract_allocs_on(SourceKind::Mjpeg, &dir.join("long.mjpeg"));
+    let (short_mjpeg, long_mjpeg) = (dir.join("short.mjpeg"), dir.join("long.mjpeg"));
+    std::fs::write(&short_mjpeg, short).unwrap();
+    std::fs::write(&long_mjpeg, long).unwrap();
+    let (a, b) = (measure("pipeline", "mjpeg", &short_mjpeg), measure("pipeline", "mjpeg", &long_mjpeg));
+    let (ta, tb) = (measure("tract", "mjpeg", &short_mjpeg), measure("tract", "mjpeg", &long_mjpeg));
     let extra = (long_n - short_n) as f64;
     let outside = ((b.0 - a.0) as f64 - (tb.0 - ta.0) as f64) / extra;
     let outside_bytes = ((b.1 - a.1) as f64 - (tb.1 - ta.1) as f64) / extra;
