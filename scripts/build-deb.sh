@@ -46,7 +46,7 @@ Version: $version
 Architecture: $debarch
 Maintainer: lookout developers <lookout@localhost>
 Installed-Size: $size
-Depends: libc6 (>= 2.34)
+Depends: libc6 (>= 2.35)
 Section: misc
 Priority: optional
 Description: edge camera sensor: V4L2 camera -> ONNX detector -> serial/GPIO alerts
