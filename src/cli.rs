@@ -201,16 +201,9 @@ fn cmd_check(args: &Args) -> i32 {
 }
 
 fn cmd_run(args: &Args) -> i32 {
-    let cfg = match load_config(args) {
-        Ok(c) => c,
+    let (cfg, model, report) = match config_and_model(args) {
+        Ok(v) => v,
         Err(code) => return code,
-    };
-    let (model, report) = match load_model(&model_source(args, &cfg), &cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("lookout: model refused: {e}");
-            return 2;
-        }
     };
     if let Err(code) = check_rules(&cfg, &model) {
         return code;
@@ -260,18 +253,22 @@ fn apply_source(cfg: &mut Config, args: &Args) {
     }
 }
 
-fn cmd_bench(args: &Args) -> i32 {
-    let mut cfg = match load_config(args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+/// The config (with `--source` and `--frames` applied) and the self-tested model; on failure the exit code,
+/// after the message.
+fn config_and_model(args: &Args) -> Result<(Config, Model, SelfTestReport), i32> {
+    let mut cfg = load_config(args)?;
     apply_source(&mut cfg, args);
-    let (mut model, _) = match load_model(&model_source(args, &cfg), &cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("lookout: model refused: {e}");
-            return 2;
-        }
+    let (model, report) = load_model(&model_source(args, &cfg), &cfg).map_err(|e| {
+        eprintln!("lookout: model refused: {e}");
+        2
+    })?;
+    Ok((cfg, model, report))
+}
+
+fn cmd_bench(args: &Args) -> i32 {
+    let (cfg, mut model, _) = match config_and_model(args) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     let result = pipeline::open_source(&cfg)
         .map_err(anyhow::Error::from)
@@ -298,17 +295,9 @@ fn cmd_detect(args: &Args) -> i32 {
         eprintln!("lookout: detect needs --source FILE\n\n{USAGE}");
         return 2;
     }
-    let mut cfg = match load_config(args) {
-        Ok(c) => c,
+    let (cfg, mut model, _) = match config_and_model(args) {
+        Ok(v) => v,
         Err(code) => return code,
-    };
-    apply_source(&mut cfg, args);
-    let (mut model, _) = match load_model(&model_source(args, &cfg), &cfg) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("lookout: model refused: {e}");
-            return 2;
-        }
     };
     let mut source = match pipeline::open_source(&cfg) {
         Ok(s) => s,
