@@ -350,10 +350,6 @@ impl Model {
         }
         Ok(report)
     }
-
-    pub fn label(&self, class_id: u16) -> &str {
-        self.manifest.labels.get(class_id as usize).map(String::as_str).unwrap_or("?")
-    }
 }
 
 #[cfg(test)]

@@ -128,10 +128,6 @@ impl Analyzer {
         &self.dets
     }
 
-    pub fn detections(&self) -> &[Detection] {
-        &self.dets
-    }
-
     /// Applies the rules to the decoded detections and sends any alerts to the sinks. Returns how many.
     pub fn act(&mut self, meta: FrameMeta, now: Instant) -> usize {
         self.alerts.clear();

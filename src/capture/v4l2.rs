@@ -13,7 +13,7 @@
 //! and grey last, as colour models want colour).
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use v4l::buffer::Type;
@@ -264,10 +264,6 @@ impl V4l2Source {
             device: s.device.clone(),
         })
     }
-
-    pub fn choice(&self) -> Choice {
-        self.choice
-    }
 }
 
 /// Copies `rows` rows of `row_len` bytes from `src` (rows `stride` apart) into `dst` (rows packed).
@@ -350,12 +346,6 @@ impl FrameSource for V4l2Source {
     fn rewind(&mut self) -> Result<bool, CaptureError> {
         Ok(false)
     }
-}
-
-/// `true` if `path` looks like a V4L2 device node.
-pub fn is_device(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).map(|m| m.file_type().is_char_device()).unwrap_or(false)
 }
 
 #[cfg(test)]
