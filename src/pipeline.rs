@@ -38,7 +38,7 @@ pub fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>, CaptureError> {
         SourceKind::Builtin => Box::new(MjpegSource::new(Box::new(std::io::Cursor::new(BUILTIN_CLIP)), 25.0)?),
         SourceKind::Mjpeg => Box::new(MjpegSource::open(&path(), s.fps.0)?),
         SourceKind::Y4m => Box::new(Y4mSource::open(&path())?),
-        SourceKind::Synthetic => Box::new(SyntheticSource::new(s.width, s.height, s.fps.0, s.frames)),
+        SourceKind::Synthetic => Box::new(SyntheticSource::new(s.width, s.height, s.fps.0)),
         SourceKind::V4l2 => Box::new(V4l2Source::open(&CameraSettings {
             device: s.device.clone().unwrap_or_default(),
             format: s.format,

@@ -9,18 +9,13 @@ use crate::frame::{Frame, PixelFormat};
 
 pub struct SyntheticSource {
     info: SourceInfo,
-    /// Number of frames before the stream ends; `None` for endless.
-    frames: Option<u64>,
     index: u64,
 }
 
 impl SyntheticSource {
-    pub fn new(width: u32, height: u32, fps: f64, frames: Option<u64>) -> SyntheticSource {
-        SyntheticSource {
-            info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps, live: false },
-            frames,
-            index: 0,
-        }
+    /// An endless pattern; `source.frames` (applied by the capture loop) ends it.
+    pub fn new(width: u32, height: u32, fps: f64) -> SyntheticSource {
+        SyntheticSource { info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps, live: false }, index: 0 }
     }
 }
 
@@ -30,9 +25,6 @@ impl FrameSource for SyntheticSource {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
-        if self.frames.is_some_and(|n| self.index >= n) {
-            return Ok(Next::End);
-        }
         let (w, h) = (self.info.width as usize, self.info.height as usize);
         let side = (w.min(h) / 4).max(1);
         let x0 = (self.index as usize * 4) % w.max(1);
