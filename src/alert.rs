@@ -4,14 +4,17 @@
 //! to. The serial line carries fixed-format sentences, NMEA-style so any microcontroller can parse and
 //! verify them:
 //!
-//! `$LKALR,<seq>,<unix_ms>,<camera>,<class>,<score 2 decimals>,<x1>,<y1>,<x2>,<y2>*<CS>\r\n`
+//! `$LKALR,<seq>,<unix_ms>,<camera>,<class>,<score 2 decimals>,<x1>,<y1>,<x2>,<y2>*<CS>\r\n` (an alert)
+//! `$LKEVT,<seq>,<unix_ms>,<camera>,<event>*<CS>\r\n` (`camera_lost`, `camera_restored`)
+//! `$LKHBT,<seq>,<unix_ms>,<camera>,<capture_fps>,<infer_fps>,<dropped>*<CS>\r\n` (a heartbeat)
 //!
 //! where CS is the XOR of every byte between `$` and `*` in two upper-case hex digits and the box is in
-//! integer source pixels. Other event kinds use other `$LK...` talkers in the same shape. Sentences are
-//! formatted into a fixed-size buffer (no allocation). The serial port is a real tty put in raw 8N1 mode at
+//! integer source pixels. All three share one sequence counter ([`Sinks`]), so a receiver that sees a gap
+//! knows it missed a sentence. Sentences are formatted into a fixed-size buffer (no allocation). The serial port is a real tty put in raw 8N1 mode at
 //! the configured baud rate; without a port, sentences go to stdout. The GPIO output is any
 //! `embedded_hal::digital::OutputPin`: a Linux GPIO character-device line when configured, a pin that only
-//! logs otherwise. An alert turns it on for `pulse_ms`; the inference loop turns it off again on time.
+//! logs otherwise. An alert turns it on for `pulse_ms`; the inference loop turns it off again on time. A
+//! second line can be bound to `camera_lost` (a fault or tamper relay): on while the camera is gone.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -20,6 +23,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::{ErrorType, OutputPin};
+
+use crate::capture::supervisor::CameraEvent;
+use crate::rules::Alert;
 
 /// One sentence, formatted in place. 160 bytes holds any `$LKALR` with a 32-byte camera name and label.
 pub type Sentence = heapless::String<160>;
@@ -45,10 +51,38 @@ pub fn sentence(
 }
 
 /// Formats an alert as a `$LKALR` sentence.
-pub fn alert_sentence(out: &mut Sentence, a: &crate::rules::Alert, camera: &str, label: &str) -> std::fmt::Result {
+pub fn alert_sentence(
+    out: &mut Sentence,
+    seq: u64,
+    a: &crate::rules::Alert,
+    camera: &str,
+    label: &str,
+) -> std::fmt::Result {
     let b = a.bbox.map(|v| v.round() as i64);
     sentence(out, "LKALR", |s| {
-        write!(s, "{},{},{},{},{:.2},{},{},{},{}", a.seq, a.unix_ms, camera, label, a.score, b[0], b[1], b[2], b[3])
+        write!(s, "{},{},{},{},{:.2},{},{},{},{}", seq, a.unix_ms, camera, label, a.score, b[0], b[1], b[2], b[3])
+    })
+}
+
+/// Formats a camera event as a `$LKEVT` sentence.
+pub fn event_sentence(out: &mut Sentence, seq: u64, unix_ms: u64, camera: &str, ev: CameraEvent) -> std::fmt::Result {
+    sentence(out, "LKEVT", |s| write!(s, "{seq},{unix_ms},{camera},{}", ev.name()))
+}
+
+/// What a heartbeat reports: rates over the interval since the previous one, drops since start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heartbeat {
+    pub unix_ms: u64,
+    pub capture_fps: f64,
+    pub infer_fps: f64,
+    /// Frames the ring dropped since start (inference was busy; the newest frame won).
+    pub dropped: u64,
+}
+
+/// Formats a heartbeat as a `$LKHBT` sentence (rates with one decimal).
+pub fn heartbeat_sentence(out: &mut Sentence, seq: u64, camera: &str, h: &Heartbeat) -> std::fmt::Result {
+    sentence(out, "LKHBT", |s| {
+        write!(s, "{seq},{},{camera},{:.1},{:.1},{}", h.unix_ms, h.capture_fps, h.infer_fps, h.dropped)
     })
 }
 
@@ -203,7 +237,8 @@ impl AnyPin {
     /// Requests `line` on `chip` as an output, initially at the electrical level that means "off".
     /// `chip` is a device path (`/dev/gpiochip0`) or a chip label (`pinctrl-rp1`), which stays right when
     /// a kernel update renumbers the chips.
-    pub fn cdev(chip: &Path, line: u32, active_low: bool) -> anyhow::Result<AnyPin> {
+    /// `consumer` is the label `gpioinfo` and debugfs show for the line.
+    pub fn cdev(chip: &Path, line: u32, active_low: bool, consumer: &str) -> anyhow::Result<AnyPin> {
         use anyhow::Context;
         let mut c = if chip.is_absolute() {
             gpio_cdev::Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?
@@ -221,7 +256,7 @@ impl AnyPin {
         let l = c.get_line(line).with_context(|| format!("{}: no line {line}", chip.display()))?;
         let off = u8::from(active_low);
         let handle = l
-            .request(gpio_cdev::LineRequestFlags::OUTPUT, off, "lookout")
+            .request(gpio_cdev::LineRequestFlags::OUTPUT, off, consumer)
             .with_context(|| format!("{} line {line} is busy or not an output", chip.display()))?;
         Ok(AnyPin::Cdev(linux_embedded_hal::CdevPin::new(handle)?))
     }
@@ -291,15 +326,122 @@ impl<P: OutputPin> GpioSink<P> {
     }
 }
 
+/// A line that is on while a condition holds (the `camera_lost` fault line).
+pub struct LevelPin<P: OutputPin> {
+    pin: P,
+    active_low: bool,
+    on: bool,
+    pub errors: u64,
+}
+
+impl<P: OutputPin> LevelPin<P> {
+    /// Takes the pin and drives it to "off".
+    pub fn new(pin: P, active_low: bool) -> LevelPin<P> {
+        let mut l = LevelPin { pin, active_low, on: true, errors: 0 };
+        l.set(false);
+        l
+    }
+
+    pub fn set(&mut self, on: bool) {
+        if on == self.on {
+            return;
+        }
+        self.on = on;
+        let r = if on != self.active_low { self.pin.set_high() } else { self.pin.set_low() };
+        if let Err(e) = r {
+            self.errors += 1;
+            log::error!("gpio (camera_lost line) write failed: {e:?}");
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    pub fn pin(&self) -> &P {
+        &self.pin
+    }
+}
+
+/// Every output, behind one lock in the pipeline: the inference thread sends alerts and heartbeats, the
+/// capture thread camera events. One sequence counter numbers every sentence from 1.
+pub struct Sinks<P: OutputPin = AnyPin> {
+    pub serial: SerialSink,
+    /// The alarm line, pulsed on alerts.
+    pub alarm: GpioSink<P>,
+    /// The line bound to `camera_lost`, if configured.
+    pub fault: Option<LevelPin<P>>,
+    camera: String,
+    seq: u64,
+    sentence: Sentence,
+}
+
+impl<P: OutputPin> Sinks<P> {
+    pub fn new(serial: SerialSink, alarm: GpioSink<P>, fault: Option<LevelPin<P>>, camera: &str) -> Sinks<P> {
+        Sinks { serial, alarm, fault, camera: camera.to_string(), seq: 0, sentence: Sentence::new() }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Sentences sent so far (the last sequence number).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Sends an alert on every sink: sentence, log line, alarm pulse. Returns its sequence number.
+    pub fn alert(&mut self, a: &Alert, label: &str, now: Instant) -> u64 {
+        let seq = self.next_seq();
+        if alert_sentence(&mut self.sentence, seq, a, &self.camera, label).is_ok() {
+            self.serial.send(&self.sentence);
+        }
+        log::info!("alert {seq}: {label} {:.2} in frame {} ({} ms)", a.score, a.frame, a.pts_ms);
+        self.alarm.trigger(now);
+        seq
+    }
+
+    /// Sends a camera event on every sink: sentence, log line, fault line.
+    pub fn event(&mut self, ev: CameraEvent, unix_ms: u64) {
+        let seq = self.next_seq();
+        if event_sentence(&mut self.sentence, seq, unix_ms, &self.camera, ev).is_ok() {
+            self.serial.send(&self.sentence);
+        }
+        match ev {
+            CameraEvent::Lost => log::warn!("event {seq}: {} {}", self.camera, ev.name()),
+            CameraEvent::Restored => log::info!("event {seq}: {} {}", self.camera, ev.name()),
+        }
+        if let Some(f) = &mut self.fault {
+            f.set(ev == CameraEvent::Lost);
+        }
+    }
+
+    /// Sends a heartbeat sentence.
+    pub fn heartbeat(&mut self, h: &Heartbeat) {
+        let seq = self.next_seq();
+        if heartbeat_sentence(&mut self.sentence, seq, &self.camera, h).is_ok() {
+            self.serial.send(&self.sentence);
+        }
+        log::debug!("heartbeat {seq}: {:.1} fps captured, {:.1} analysed, {} dropped", h.capture_fps, h.infer_fps, h.dropped);
+    }
+
+    /// Shutdown: every line off.
+    pub fn off(&mut self) {
+        self.alarm.off();
+        if let Some(f) = &mut self.fault {
+            f.set(false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Alert;
 
     #[test]
     fn alert_sentence_has_the_fixed_shape_and_checksum() {
         let a = Alert {
-            seq: 7,
             unix_ms: 1_700_000_000_123,
             pts_ms: 0,
             frame: 0,
@@ -308,7 +450,7 @@ mod tests {
             bbox: [10.4, 20.6, 300.0, 271.5],
         };
         let mut s = Sentence::new();
-        alert_sentence(&mut s, &a, "gate", "car").unwrap();
+        alert_sentence(&mut s, 7, &a, "gate", "car").unwrap();
         let body = "LKALR,7,1700000000123,gate,car,0.88,10,21,300,272";
         let cs = body.bytes().fold(0u8, |x, b| x ^ b);
         assert_eq!(s.as_str(), format!("${body}*{cs:02X}\r\n"));
@@ -353,5 +495,48 @@ mod tests {
         g.trigger(t0);
         g.tick(t0 + ms(10));
         assert_eq!(g.pin().0, vec![true, false, true]);
+    }
+
+    /// A writer the test can read back after the sink took it.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_heartbeats_and_alerts_share_one_sequence_and_drive_the_fault_line() {
+        let out = Shared::default();
+        let alarm = GpioSink::new(Recorder::default(), false, Duration::from_millis(100));
+        let fault = LevelPin::new(Recorder::default(), false);
+        let mut sinks = Sinks::new(SerialSink::new(Box::new(out.clone())), alarm, Some(fault), "gate");
+        let hb = Heartbeat { unix_ms: 5, capture_fps: 29.97, infer_fps: 0.5, dropped: 12 };
+        sinks.heartbeat(&hb);
+        sinks.event(CameraEvent::Lost, 10);
+        assert!(sinks.fault.as_ref().unwrap().is_on());
+        sinks.event(CameraEvent::Restored, 20);
+        assert!(!sinks.fault.as_ref().unwrap().is_on());
+        let a = Alert { unix_ms: 30, pts_ms: 0, frame: 0, class_id: 0, score: 0.5, bbox: [0.0; 4] };
+        assert_eq!(sinks.alert(&a, "person", Instant::now()), 4);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let bodies: Vec<&str> = text.split_inclusive("\r\n").map(|l| verify(l).unwrap()).collect();
+        assert_eq!(
+            bodies,
+            [
+                "LKHBT,1,5,gate,30.0,0.5,12",
+                "LKEVT,2,10,gate,camera_lost",
+                "LKEVT,3,20,gate,camera_restored",
+                "LKALR,4,30,gate,person,0.50,0,0,0,0"
+            ]
+        );
+        // Fault line: off at start, on while lost, off again; the alarm pulsed once.
+        assert_eq!(sinks.fault.as_ref().unwrap().pin().0, vec![false, true, false]);
+        assert_eq!(sinks.alarm.pin().0, vec![false, true]);
     }
 }

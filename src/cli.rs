@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `detect`.
+//! The command line: `run`, `check`, `detect`, `bench`, `probe`.
 //!
 //! Why here and not in `main.rs`: the commands are the product's edges, where errors become messages and
 //! exit codes (0 good, 1 failed while running, 2 bad configuration or refused model), and tests call them
@@ -25,6 +25,8 @@ usage:
                                          one JSON line of detections per frame, no rules
   lookout bench [--source FILE] [--model MANIFEST] [--frames N]
                                          per-stage timings (default: built-in clip, 100 frames)
+  lookout probe                          list video devices, their formats, sizes and rates, and
+                                         which ones lookout can use (exit 0 also with no camera)
   lookout --version | --help
 
 RUST_LOG=debug|info|warn sets the log level (default info, on stderr).";
@@ -99,6 +101,7 @@ pub fn main(args: Vec<String>) -> i32 {
         "check" => cmd_check(&args),
         "detect" => cmd_detect(&args),
         "bench" => cmd_bench(&args),
+        "probe" => cmd_probe(),
         "version" => {
             println!("{}", version());
             0
@@ -110,6 +113,17 @@ pub fn main(args: Vec<String>) -> i32 {
         other => {
             eprintln!("lookout: unknown command {other:?}\n\n{USAGE}");
             2
+        }
+    }
+}
+
+/// `lookout probe`: what cameras are there. Having none is an answer, not an error.
+fn cmd_probe() -> i32 {
+    match crate::capture::v4l2::probe(&mut std::io::stdout().lock()) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("lookout: probe: {e}");
+            1
         }
     }
 }
@@ -209,8 +223,7 @@ fn cmd_run(args: &Args) -> i32 {
         return code;
     }
     log::info!("{}; model {} self-test passed ({})", version(), model.manifest.name, describe(&report));
-    let analyzer = match pipeline::open_sinks(&cfg).and_then(|(serial, gpio)| Analyzer::new(model, &cfg, serial, gpio))
-    {
+    let analyzer = match pipeline::open_sinks(&cfg, None).and_then(|sinks| Analyzer::new(model, &cfg, sinks)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lookout: {e:#}");

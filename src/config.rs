@@ -116,6 +116,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub serial: SerialConfig,
     pub gpio: GpioConfig,
+    pub heartbeat: HeartbeatConfig,
     /// Where this config came from (file name and text), for errors found after parsing.
     #[serde(skip)]
     origin: Option<(String, String)>,
@@ -162,8 +163,11 @@ pub struct SourceConfig {
     /// V4L2 pixel format: `auto` (default: the cheapest to convert that reaches `fps`), `yuyv`, `mjpeg`,
     /// `nv12`, `grey`.
     pub format: CameraFormat,
-    /// A camera that delivers no frame for this long, in milliseconds, is reported. Default 2000.
+    /// A camera that delivers no frame for this long, in milliseconds, is reported lost. Default 2000.
     pub stall_timeout_ms: u64,
+    /// A lost camera is reopened after 250 ms, then at doubling intervals up to this many milliseconds.
+    /// Default 10000.
+    pub retry_max_ms: u64,
     /// File to read (`mjpeg`, `y4m`); relative to the config file.
     pub path: Option<PathBuf>,
     /// Frame rate in frames/s: asked of a camera; the rate of `mjpeg` and `synthetic` (files without a
@@ -249,6 +253,22 @@ pub struct GpioConfig {
     pub active_low: bool,
     /// How long the line stays on after an alert, in milliseconds. Default 500.
     pub pulse_ms: u64,
+    /// A second line on the same chip, on while the camera is lost (a fault or tamper relay). Follows
+    /// `active_low` too.
+    pub camera_lost_line: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Milliseconds between `$LKHBT` sentences; 0 turns them off. Default 10000.
+    pub interval_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { interval_ms: 10_000 }
+    }
 }
 
 impl Default for CameraConfig {
@@ -263,6 +283,7 @@ impl Default for SourceConfig {
             device: None,
             format: CameraFormat::Auto,
             stall_timeout_ms: 2000,
+            retry_max_ms: 10_000,
             path: None,
             fps: Fps(25.0),
             pace: None,
@@ -297,7 +318,7 @@ impl Default for SerialConfig {
 }
 impl Default for GpioConfig {
     fn default() -> Self {
-        GpioConfig { chip: None, line: None, active_low: false, pulse_ms: 500 }
+        GpioConfig { chip: None, line: None, active_low: false, pulse_ms: 500, camera_lost_line: None }
     }
 }
 
@@ -385,6 +406,9 @@ impl Config {
                     if cfg.source.stall_timeout_ms < 100 {
                         return Err(err("source", "stall_timeout_ms", "must be at least 100".into()));
                     }
+                    if cfg.source.retry_max_ms < 250 {
+                        return Err(err("source", "retry_max_ms", "must be at least 250".into()));
+                    }
                 }
             }
             SourceKind::Builtin => {}
@@ -401,6 +425,17 @@ impl Config {
         }
         if cfg.gpio.chip.is_some() != cfg.gpio.line.is_some() {
             return Err(err("gpio", "line", "`chip` and `line` go together: set both or neither".into()));
+        }
+        if let Some(l) = cfg.gpio.camera_lost_line {
+            if cfg.gpio.chip.is_none() {
+                return Err(err("gpio", "camera_lost_line", "needs `chip` (and `line` for alerts)".into()));
+            }
+            if Some(l) == cfg.gpio.line {
+                return Err(err("gpio", "camera_lost_line", format!("line {l} is already the alert line")));
+            }
+        }
+        if cfg.heartbeat.interval_ms != 0 && cfg.heartbeat.interval_ms < 100 {
+            return Err(err("heartbeat", "interval_ms", "must be 0 (off) or at least 100".into()));
         }
         if cfg.rules.confirm_frames == 0 {
             return Err(err("rules", "confirm_frames", "must be at least 1".into()));
@@ -485,6 +520,10 @@ mod tests {
         assert_eq!((e.line, e.field.as_str()), (1, "source.path"), "{e}");
         let e = parse("[gpio]\nchip = \"/dev/gpiochip0\"\n").unwrap_err();
         assert_eq!(e.field, "gpio.line", "{e}");
+        let e = parse("[gpio]\nchip = \"/dev/gpiochip0\"\nline = 2\ncamera_lost_line = 2\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "gpio.camera_lost_line"), "{e}");
+        let e = parse("[heartbeat]\ninterval_ms = 5\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "heartbeat.interval_ms"), "{e}");
     }
 
     #[test]

@@ -6,12 +6,19 @@
 //! and gives the slot back at once, so capture can reuse it while the model runs. Everything the inference
 //! side touches per frame ([`Analyzer`]) is allocated when the pipeline is built. Shutdown is a flag passed
 //! in, checked between frames.
+//!
+//! A camera is supervised ([`crate::capture::supervisor`]): a read error, a stall or a vanished device
+//! closes it, `camera_lost` goes to every sink and the capture thread reopens it with backoff until frames
+//! flow (`camera_restored`); a camera absent at start is the same case. Only a file source ends a run. The
+//! sinks sit behind one lock shared by both threads ([`Sinks`]): alerts and heartbeats come from the
+//! inference thread (so a heartbeat also proves inference is alive), camera events from the capture thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::alert::{alert_sentence, AnyPin, GpioSink, LogPin, Sentence, SerialSink};
+use crate::alert::{AnyPin, GpioSink, Heartbeat, LevelPin, LogPin, SerialSink, Sinks};
+use crate::capture::supervisor::Supervisor;
 use crate::capture::mjpeg::MjpegSource;
 use crate::capture::synthetic::SyntheticSource;
 use crate::capture::v4l2::{CameraSettings, V4l2Source};
@@ -19,7 +26,7 @@ use crate::capture::y4m::Y4mSource;
 use crate::capture::{CaptureError, FrameSource, Next};
 use crate::config::{Config, Pace, SourceKind};
 use crate::detect::Detection;
-use crate::frame::{unix_ms_now, Frame};
+use crate::frame::{unix_ms_now, Frame, PixelFormat};
 use crate::infer::InferError;
 use crate::model::Model;
 use crate::preprocess::Geometry;
@@ -30,6 +37,24 @@ use crate::service::Notifier;
 /// The clip the built-in default runs on: 250 frames of street scene, 640x272, 25 fps, MJPEG.
 pub static BUILTIN_CLIP: &[u8] = include_bytes!("../tests/data/bikes.mjpeg");
 
+/// The first delay before reopening a lost camera (then doubling up to `source.retry_max_ms`).
+pub const RETRY_INITIAL: Duration = Duration::from_millis(250);
+
+/// The camera settings of a `v4l2` source. Slots are sized for the configured size in the largest format
+/// a camera may end up in (RGB, from MJPEG), so a reopened camera always fits.
+pub fn camera_settings(cfg: &Config) -> CameraSettings {
+    let s = &cfg.source;
+    CameraSettings {
+        device: s.device.clone().unwrap_or_default(),
+        format: s.format,
+        width: s.width,
+        height: s.height,
+        fps: s.fps.0,
+        timeout: Duration::from_millis(s.stall_timeout_ms),
+        max_frame_len: PixelFormat::Rgb24.frame_len(s.width, s.height),
+    }
+}
+
 /// Opens the configured source.
 pub fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>, CaptureError> {
     let s = &cfg.source;
@@ -39,15 +64,14 @@ pub fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>, CaptureError> {
         SourceKind::Mjpeg => Box::new(MjpegSource::open(&path(), s.fps.0)?),
         SourceKind::Y4m => Box::new(Y4mSource::open(&path())?),
         SourceKind::Synthetic => Box::new(SyntheticSource::new(s.width, s.height, s.fps.0)),
-        SourceKind::V4l2 => Box::new(V4l2Source::open(&CameraSettings {
-            device: s.device.clone().unwrap_or_default(),
-            format: s.format,
-            width: s.width,
-            height: s.height,
-            fps: s.fps.0,
-            timeout: Duration::from_millis(s.stall_timeout_ms),
-        })?),
+        SourceKind::V4l2 => Box::new(V4l2Source::open(&camera_settings(cfg))?),
     })
+}
+
+/// Locks the sinks. A panic elsewhere while holding them leaves them usable (a sentence at most half
+/// written), so carry on rather than spread it.
+pub fn lock(sinks: &Mutex<Sinks>) -> MutexGuard<'_, Sinks> {
+    sinks.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Counters shared by both threads.
@@ -80,16 +104,13 @@ impl From<&Frame> for FrameMeta {
 pub struct Analyzer {
     pub model: Model,
     pub rules: Rules,
-    pub serial: SerialSink,
-    pub gpio: GpioSink<AnyPin>,
-    camera: String,
+    pub sinks: Arc<Mutex<Sinks>>,
     dets: Vec<Detection>,
     alerts: Vec<Alert>,
-    sentence: Sentence,
 }
 
 impl Analyzer {
-    pub fn new(model: Model, cfg: &Config, serial: SerialSink, gpio: GpioSink<AnyPin>) -> anyhow::Result<Analyzer> {
+    pub fn new(model: Model, cfg: &Config, sinks: Sinks) -> anyhow::Result<Analyzer> {
         let rules = Rules::new(
             &cfg.rules,
             &model.manifest.labels,
@@ -98,16 +119,7 @@ impl Analyzer {
         )?;
         let dets = Vec::with_capacity(model.max_candidates());
         let alerts = Vec::with_capacity(model.manifest.labels.len());
-        Ok(Analyzer {
-            model,
-            rules,
-            serial,
-            gpio,
-            camera: cfg.camera.name.0.clone(),
-            dets,
-            alerts,
-            sentence: Sentence::new(),
-        })
+        Ok(Analyzer { model, rules, sinks: Arc::new(Mutex::new(sinks)), dets, alerts })
     }
 
     /// Preprocesses `frame` into the model input. The slot can be released afterwards.
@@ -132,33 +144,40 @@ impl Analyzer {
     pub fn act(&mut self, meta: FrameMeta, now: Instant) -> usize {
         self.alerts.clear();
         self.rules.update(&self.dets, meta.index, meta.pts_ms, meta.unix_ms, &mut self.alerts);
-        for a in &self.alerts {
-            let label = self.model.manifest.labels.get(a.class_id as usize).map(String::as_str).unwrap_or("?");
-            if alert_sentence(&mut self.sentence, a, &self.camera, label).is_ok() {
-                self.serial.send(&self.sentence);
+        if !self.alerts.is_empty() {
+            let mut sinks = lock(&self.sinks);
+            for a in &self.alerts {
+                let label = self.model.manifest.labels.get(a.class_id as usize).map(String::as_str).unwrap_or("?");
+                sinks.alert(a, label, now);
             }
-            log::info!("alert {}: {label} {:.2} in frame {} ({} ms)", a.seq, a.score, a.frame, a.pts_ms);
-            self.gpio.trigger(now);
         }
         self.alerts.len()
     }
 }
 
-/// Builds the sinks the config asks for.
-pub fn open_sinks(cfg: &Config) -> anyhow::Result<(SerialSink, GpioSink<AnyPin>)> {
+/// Builds the sinks the config asks for; `serial` replaces the configured port when given (tests).
+pub fn open_sinks(cfg: &Config, serial: Option<SerialSink>) -> anyhow::Result<Sinks> {
     use anyhow::Context;
-    let serial = match &cfg.serial.port {
-        Some(p) => {
+    let serial = match (serial, &cfg.serial.port) {
+        (Some(s), _) => s,
+        (None, Some(p)) => {
             SerialSink::open(p, cfg.serial.baud.0).with_context(|| format!("opening serial port {}", p.display()))?
         }
-        None => SerialSink::stdout(),
+        (None, None) => SerialSink::stdout(),
     };
-    let pin = match (&cfg.gpio.chip, cfg.gpio.line) {
-        (Some(chip), Some(line)) => AnyPin::cdev(chip, line, cfg.gpio.active_low)?,
+    let g = &cfg.gpio;
+    let pin = match (&g.chip, g.line) {
+        (Some(chip), Some(line)) => AnyPin::cdev(chip, line, g.active_low, "lookout-alarm")?,
         _ => AnyPin::Log(LogPin::default()),
     };
-    let gpio = GpioSink::new(pin, cfg.gpio.active_low, Duration::from_millis(cfg.gpio.pulse_ms));
-    Ok((serial, gpio))
+    let alarm = GpioSink::new(pin, g.active_low, Duration::from_millis(g.pulse_ms));
+    let fault = match (&g.chip, g.camera_lost_line) {
+        (Some(chip), Some(line)) => {
+            Some(LevelPin::new(AnyPin::cdev(chip, line, g.active_low, "lookout-camera-lost")?, g.active_low))
+        }
+        _ => None,
+    };
+    Ok(Sinks::new(serial, alarm, fault, &cfg.camera.name.0))
 }
 
 /// What a finished run reports.
@@ -234,55 +253,200 @@ fn capture_loop(
     Ok(())
 }
 
+/// The capture thread's loop for a camera: supervised, never ends on a camera failure, only on `stop`
+/// or after `limit` frames.
+fn camera_loop(
+    settings: &CameraSettings,
+    retry_max: Duration,
+    ring: &Ring,
+    limit: Option<u64>,
+    stats: &Stats,
+    stop: &AtomicBool,
+    sinks: &Mutex<Sinks>,
+) {
+    let start = Instant::now();
+    let mut sup = Supervisor::new(start, RETRY_INITIAL, retry_max);
+    let mut camera: Option<V4l2Source> = None;
+    let (mut pts_offset, mut index_offset) = (0u64, 0u64);
+    let dev = settings.device.display();
+    while !stop.load(Ordering::Relaxed) {
+        if limit.is_some_and(|n| stats.captured.load(Ordering::Relaxed) >= n) {
+            break;
+        }
+        let Some(cam) = camera.as_mut() else {
+            match sup.wait(Instant::now()) {
+                Some(w) if !w.is_zero() => {
+                    // Sleep in short steps so a stop request is seen promptly.
+                    std::thread::sleep(w.min(Duration::from_millis(100)));
+                    continue;
+                }
+                _ => {}
+            }
+            match V4l2Source::open(settings) {
+                Ok(c) => {
+                    sup.opened();
+                    // Frame numbers and stream times continue across reopenings (rules' cooldowns use them).
+                    pts_offset = start.elapsed().as_millis() as u64;
+                    index_offset = stats.captured.load(Ordering::Relaxed);
+                    camera = Some(c);
+                }
+                Err(e) => {
+                    let ev = sup.failed(Instant::now());
+                    let retry = sup.wait(Instant::now()).unwrap_or_default();
+                    log::warn!("camera {dev}: {e}; attempt {} failed, next in {retry:?}", sup.failures());
+                    if let Some(ev) = ev {
+                        lock(sinks).event(ev, unix_ms_now());
+                    }
+                }
+            }
+            continue;
+        };
+        let Some(i) = ring.acquire() else { break };
+        let mut slot = ring.slot(i);
+        match cam.next_frame(&mut slot) {
+            Ok(Next::Frame) => {
+                slot.pts_ms += pts_offset;
+                slot.index += index_offset;
+                slot.unix_ms = unix_ms_now();
+                drop(slot);
+                stats.captured.fetch_add(1, Ordering::Relaxed);
+                ring.publish(i);
+                if let Some((ev, gone)) = sup.frame(Instant::now()) {
+                    log::info!("camera {dev}: frames flow again after {:.1} s", gone.as_secs_f64());
+                    lock(sinks).event(ev, unix_ms_now());
+                }
+            }
+            Err(CaptureError::Corrupt { index, reason }) => {
+                drop(slot);
+                ring.release(i);
+                stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                log::warn!("camera {dev}: skipping corrupt frame {}: {reason}", index + index_offset);
+            }
+            r => {
+                drop(slot);
+                ring.release(i);
+                let why = match r {
+                    Err(e) => e.to_string(),
+                    _ => "the stream ended".to_string(),
+                };
+                camera = None; // closes the device
+                let ev = sup.failed(Instant::now());
+                let retry = sup.wait(Instant::now()).unwrap_or_default();
+                log::warn!("camera {dev}: {why}; closed it, reopening in {retry:?}");
+                if let Some(ev) = ev {
+                    lock(sinks).event(ev, unix_ms_now());
+                }
+            }
+        }
+    }
+}
+
+/// Heartbeat bookkeeping of the inference loop.
+struct HeartbeatClock {
+    every: Duration,
+    next: Instant,
+    last: (Instant, u64, u64),
+}
+
+impl HeartbeatClock {
+    fn new(every_ms: u64, now: Instant) -> Option<HeartbeatClock> {
+        let every = Duration::from_millis(every_ms);
+        (every_ms > 0).then(|| HeartbeatClock { every, next: now + every, last: (now, 0, 0) })
+    }
+
+    /// The heartbeat due at `now`, if any.
+    fn due(&mut self, now: Instant, stats: &Stats, dropped: u64) -> Option<Heartbeat> {
+        if now < self.next {
+            return None;
+        }
+        let (captured, analysed) = (stats.captured.load(Ordering::Relaxed), stats.analysed.load(Ordering::Relaxed));
+        let (t, c, a) = self.last;
+        let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
+        self.last = (now, captured, analysed);
+        // Keep the cadence; after a long stall (a slow inference) restart it from now.
+        self.next = if now < self.next + self.every { self.next + self.every } else { now + self.every };
+        Some(Heartbeat {
+            unix_ms: unix_ms_now(),
+            capture_fps: (captured - c) as f64 / secs,
+            infer_fps: (analysed - a) as f64 / secs,
+            dropped,
+        })
+    }
+}
+
 /// Runs the pipeline until the source ends or `stop` is set. `notifier` hears `READY=1` once frames can
 /// flow and is ticked from the inference loop (the systemd watchdog).
-pub fn run(
-    cfg: &Config,
-    mut analyzer: Analyzer,
-    stop: &AtomicBool,
-    notifier: &mut Notifier,
-) -> anyhow::Result<Summary> {
-    let source = open_source(cfg)?;
-    let info = source.info();
+pub fn run(cfg: &Config, mut analyzer: Analyzer, stop: &AtomicBool, notifier: &mut Notifier) -> anyhow::Result<Summary> {
     let pace = cfg.pace();
     let policy = if pace == Pace::Fast { Policy::Lossless } else { Policy::LatestWins };
-    let ring = Arc::new(Ring::new(cfg.ring.slots.0, info.frame_len(), policy));
     let stats = Arc::new(Stats::default());
-    log::info!(
-        "source {:?} {}x{} {:?} at {} fps, pace {:?}, ring {} slots x {} bytes",
-        cfg.source.kind,
-        info.width,
-        info.height,
-        info.format,
-        info.fps,
-        pace,
-        ring.slot_count(),
-        info.frame_len()
-    );
     let capture_stop = Arc::new(AtomicBool::new(false));
-    let capture = {
-        let (ring, stats, capture_stop) = (ring.clone(), stats.clone(), capture_stop.clone());
-        let (looping, limit) = (cfg.source.looping, cfg.source.frames);
-        std::thread::Builder::new().name("capture".into()).spawn(move || {
-            let r = capture_loop(source, &ring, pace, looping, limit, &stats, &capture_stop);
-            ring.close();
+    let limit = cfg.source.frames;
+    let (ring, capture) = if cfg.source.kind == SourceKind::V4l2 {
+        let settings = camera_settings(cfg);
+        let ring = Arc::new(Ring::new(cfg.ring.slots.0, settings.max_frame_len, policy));
+        log::info!(
+            "camera {} {}x{} {:?} at {} fps, ring {} slots x {} bytes",
+            settings.device.display(),
+            settings.width,
+            settings.height,
+            settings.format,
+            settings.fps,
+            ring.slot_count(),
+            settings.max_frame_len
+        );
+        let (ring2, stats, stop, sinks) = (ring.clone(), stats.clone(), capture_stop.clone(), analyzer.sinks.clone());
+        let retry_max = Duration::from_millis(cfg.source.retry_max_ms);
+        let handle = std::thread::Builder::new().name("capture".into()).spawn(move || {
+            camera_loop(&settings, retry_max, &ring2, limit, &stats, &stop, &sinks);
+            ring2.close();
+            Ok(())
+        })?;
+        (ring, handle)
+    } else {
+        let source = open_source(cfg)?;
+        let info = source.info();
+        let ring = Arc::new(Ring::new(cfg.ring.slots.0, info.frame_len(), policy));
+        log::info!(
+            "source {:?} {}x{} {:?} at {} fps, pace {:?}, ring {} slots x {} bytes",
+            cfg.source.kind,
+            info.width,
+            info.height,
+            info.format,
+            info.fps,
+            pace,
+            ring.slot_count(),
+            info.frame_len()
+        );
+        let (ring2, stats, stop) = (ring.clone(), stats.clone(), capture_stop.clone());
+        let looping = cfg.source.looping;
+        let handle = std::thread::Builder::new().name("capture".into()).spawn(move || {
+            let r = capture_loop(source, &ring2, pace, looping, limit, &stats, &stop);
+            ring2.close();
             r
-        })?
+        })?;
+        (ring, handle)
     };
     notifier.notify("READY=1");
+    let mut heartbeat = HeartbeatClock::new(cfg.heartbeat.interval_ms, Instant::now());
     loop {
-        notifier.tick(Instant::now());
+        let now = Instant::now();
+        notifier.tick(now);
         if stop.load(Ordering::Relaxed) {
             capture_stop.store(true, Ordering::Relaxed);
             ring.close();
             break;
         }
-        let now = Instant::now();
-        let wait = analyzer
-            .gpio
-            .deadline()
-            .map_or(Duration::from_millis(100), |d| d.saturating_duration_since(now))
-            .min(Duration::from_millis(100));
+        if let Some(h) = heartbeat.as_mut().and_then(|h| h.due(now, &stats, ring.dropped())) {
+            lock(&analyzer.sinks).heartbeat(&h);
+        }
+        let mut wait = Duration::from_millis(100);
+        if let Some(d) = lock(&analyzer.sinks).alarm.deadline() {
+            wait = wait.min(d.saturating_duration_since(now));
+        }
+        if let Some(h) = &heartbeat {
+            wait = wait.min(h.next.saturating_duration_since(now));
+        }
         match ring.take(wait) {
             Take::Slot(i) => {
                 let t0 = Instant::now();
@@ -308,15 +472,16 @@ pub fn run(
             Take::Timeout => {}
             Take::Closed => break,
         }
-        analyzer.gpio.tick(Instant::now());
+        lock(&analyzer.sinks).alarm.tick(Instant::now());
     }
-    // Let a pulse in progress finish its time, then leave the line off.
-    if let Some(d) = analyzer.gpio.deadline() {
+    // Let a pulse in progress finish its time, then leave the lines off.
+    let deadline = lock(&analyzer.sinks).alarm.deadline();
+    if let Some(d) = deadline {
         std::thread::sleep(d.saturating_duration_since(Instant::now()));
     }
-    analyzer.gpio.off();
     notifier.notify("STOPPING=1");
     let captured = capture.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
+    lock(&analyzer.sinks).off();
     if let Err(e) = captured {
         return Err(anyhow::Error::new(e).context("capture stopped"));
     }

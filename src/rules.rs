@@ -23,8 +23,6 @@ pub struct ClassPolicy {
 /// A confirmed detection that passed every rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Alert {
-    /// 1 for the first alert since start, then +1 each.
-    pub seq: u64,
     /// Wall clock of the frame's capture, Unix milliseconds.
     pub unix_ms: u64,
     /// Stream time of the frame, milliseconds.
@@ -51,7 +49,6 @@ pub struct Rules {
     streak: Vec<u32>,
     last_alert_pts: Vec<Option<u64>>,
     best: Vec<Option<Detection>>,
-    seq: u64,
 }
 
 impl Rules {
@@ -87,7 +84,7 @@ impl Rules {
             })
             .collect();
         let n = labels.len();
-        Ok(Rules { policies, streak: vec![0; n], last_alert_pts: vec![None; n], best: vec![None; n], seq: 0 })
+        Ok(Rules { policies, streak: vec![0; n], last_alert_pts: vec![None; n], best: vec![None; n] })
     }
 
     pub fn policy(&self, class_id: u16) -> Option<&ClassPolicy> {
@@ -117,10 +114,8 @@ impl Rules {
             let p = &self.policies[c];
             let cooled = self.last_alert_pts[c].is_none_or(|t| pts_ms.saturating_sub(t) >= p.cooldown_ms);
             if self.streak[c] >= p.confirm_frames && cooled && out.len() < out.capacity() {
-                self.seq += 1;
                 self.last_alert_pts[c] = Some(pts_ms);
                 out.push(Alert {
-                    seq: self.seq,
                     unix_ms,
                     pts_ms,
                     frame,
@@ -155,13 +150,13 @@ mod tests {
         Detection { class_id, score, bbox: [0.0, 0.0, 10.0, 10.0] }
     }
 
-    fn run(r: &mut Rules, frames: &[&[Detection]], step_ms: u64) -> Vec<(u64, u16, u64)> {
+    fn run(r: &mut Rules, frames: &[&[Detection]], step_ms: u64) -> Vec<(u16, u64)> {
         let mut all = Vec::new();
         let mut out = Vec::with_capacity(8);
         for (i, dets) in frames.iter().enumerate() {
             out.clear();
             r.update(dets, i as u64, i as u64 * step_ms, 0, &mut out);
-            all.extend(out.iter().map(|a| (a.seq, a.class_id, a.frame)));
+            all.extend(out.iter().map(|a| (a.class_id, a.frame)));
         }
         all
     }
@@ -179,7 +174,7 @@ mod tests {
         let p = [d(0, 0.9)];
         // Present every 400 ms frame: confirmed at frame 1, quiet until 1000 ms later (frame 4 at 1600 ms).
         let got = run(&mut r, &[&p, &p, &p, &p, &p, &p], 400);
-        assert_eq!(got, vec![(1, 0, 1), (2, 0, 4)]);
+        assert_eq!(got, vec![(0, 1), (0, 4)]);
     }
 
     #[test]

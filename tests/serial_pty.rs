@@ -48,7 +48,6 @@ fn sink_sets_raw_8n1_at_the_baud_rate_and_writes_exact_sentences() {
     assert_eq!(t.c_oflag & libc::OPOST, 0, "no output processing: \\r\\n must go out as is");
 
     let alert = lookout::rules::Alert {
-        seq: 3,
         unix_ms: 1_764_500_000_000,
         pts_ms: 0,
         frame: 0,
@@ -57,7 +56,7 @@ fn sink_sets_raw_8n1_at_the_baud_rate_and_writes_exact_sentences() {
         bbox: [1.0, 2.0, 300.4, 200.6],
     };
     let mut s = lookout::alert::Sentence::new();
-    lookout::alert::alert_sentence(&mut s, &alert, "gate", "person").unwrap();
+    lookout::alert::alert_sentence(&mut s, 3, &alert, "gate", "person").unwrap();
     sink.send(&s);
     sink.send(&s);
     let mut got = vec![0u8; 2 * s.len()];

@@ -54,9 +54,9 @@ use lookout::pipeline::{self, Analyzer};
 /// that discards them; GPIO is the logging pin (no logger is installed, so logging is a no-op).
 fn run_once(cfg: &Config) -> ((u64, u64), pipeline::Summary) {
     let (model, _) = Model::load_checked(&ModelSource::Builtin).unwrap();
-    let (_, gpio) = pipeline::open_sinks(cfg).unwrap();
     let serial = lookout::alert::SerialSink::new(Box::new(std::io::sink()));
-    let analyzer = Analyzer::new(model, cfg, serial, gpio).unwrap();
+    let sinks = pipeline::open_sinks(cfg, Some(serial)).unwrap();
+    let analyzer = Analyzer::new(model, cfg, sinks).unwrap();
     let stop = AtomicBool::new(false);
     let before = counts();
     let summary = pipeline::run(cfg, analyzer, &stop, &mut lookout::service::Notifier::none()).unwrap();

@@ -8,8 +8,10 @@
 //!
 //! Sources: [`v4l2`] (cameras), [`mjpeg`] (concatenated JPEGs, as UVC webcams and `ffmpeg -f mjpeg`
 //! produce), [`y4m`] (raw YUV 4:2:2 or 4:2:0 in a YUV4MPEG2 container), [`synthetic`] (a moving pattern).
+//! [`supervisor`] decides when a camera is lost, restored and tried again.
 
 pub mod mjpeg;
+pub mod supervisor;
 pub mod synthetic;
 pub mod v4l2;
 pub mod y4m;

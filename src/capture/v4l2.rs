@@ -13,6 +13,7 @@
 //! and grey last, as colour models want colour).
 
 use std::io::Cursor;
+use std::mem::ManuallyDrop;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -172,6 +173,126 @@ pub fn offers(dev: &Device) -> std::io::Result<Vec<Offer>> {
     Ok(out)
 }
 
+/// Video device nodes (`/dev/video*`), in numeric order.
+pub fn video_devices(dev_dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(dev_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let n = name.to_str()?.strip_prefix("video")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+fn fps_of(f: v4l::Fraction) -> String {
+    if f.numerator == 0 {
+        "?".into()
+    } else {
+        format!("{:.3}", f.denominator as f64 / f.numerator as f64)
+    }
+}
+
+/// Writes what `lookout probe` shows: for each video device its driver, card and bus, its stable
+/// `/dev/v4l/by-id` names, and every format, size and frame interval it offers (as `v4l2-ctl
+/// --list-formats-ext` does), marking what lookout can use. Returns how many devices lookout can use.
+pub fn probe(out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+    let devices = video_devices(std::path::Path::new("/dev"));
+    if devices.is_empty() {
+        writeln!(out, "no camera: there are no video devices (/dev/video*) on this machine.")?;
+        writeln!(out, "Plug a camera in (or load its driver) and run `lookout probe` again.")?;
+        return Ok(0);
+    }
+    let by_id: Vec<(PathBuf, PathBuf)> = std::fs::read_dir("/dev/v4l/by-id")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((std::fs::canonicalize(e.path()).ok()?, e.path())))
+        .collect();
+    let mut usable_devices = 0;
+    for path in &devices {
+        let dev = match Device::with_path(path) {
+            Ok(d) => d,
+            Err(e) => {
+                writeln!(out, "{}: cannot open: {e}", path.display())?;
+                continue;
+            }
+        };
+        let caps = match dev.query_caps() {
+            Ok(c) => c,
+            Err(e) => {
+                writeln!(out, "{}: not a V4L2 device: {e}", path.display())?;
+                continue;
+            }
+        };
+        writeln!(out, "{}: driver {}, card \"{}\", bus {}", path.display(), caps.driver, caps.card, caps.bus)?;
+        for (target, link) in &by_id {
+            if target == path {
+                writeln!(out, "  also {}", link.display())?;
+            }
+        }
+        use v4l::capability::Flags;
+        let capture = caps.capabilities.contains(Flags::VIDEO_CAPTURE);
+        let streaming = caps.capabilities.contains(Flags::STREAMING);
+        if !capture || !streaming {
+            writeln!(out, "  not usable: not a {} device", if capture { "streaming" } else { "video capture" })?;
+            continue;
+        }
+        let mut usable = Vec::new();
+        for desc in dev.enum_formats().unwrap_or_default() {
+            let ours = CameraFormat::from_fourcc(&desc.fourcc.repr);
+            let mark = match ours {
+                Some(f) => {
+                    usable.push(format!("{f:?}").to_lowercase());
+                    format!("usable as format = \"{}\"", format!("{f:?}").to_lowercase())
+                }
+                None => "not usable".into(),
+            };
+            writeln!(out, "  {} ({}): {mark}", desc.fourcc, desc.description)?;
+            for size in dev.enum_framesizes(desc.fourcc).unwrap_or_default() {
+                let corners = match size.size {
+                    FrameSizeEnum::Discrete(d) => vec![(d.width, d.height)],
+                    FrameSizeEnum::Stepwise(st) => {
+                        writeln!(
+                            out,
+                            "    sizes {}x{} to {}x{} in steps of {}x{}",
+                            st.min_width, st.min_height, st.max_width, st.max_height, st.step_width, st.step_height
+                        )?;
+                        vec![(st.min_width, st.min_height), (st.max_width, st.max_height)]
+                    }
+                };
+                for (w, h) in corners {
+                    let rates: Vec<String> = dev
+                        .enum_frameintervals(desc.fourcc, w, h)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|iv| match iv.interval {
+                            FrameIntervalEnum::Discrete(f) => fps_of(f),
+                            FrameIntervalEnum::Stepwise(st) => format!("{}-{}", fps_of(st.max), fps_of(st.min)),
+                        })
+                        .collect();
+                    let rates = if rates.is_empty() { "rate not listed".into() } else { rates.join(", ") + " fps" };
+                    writeln!(out, "    {w}x{h}: {rates}")?;
+                }
+            }
+        }
+        if usable.is_empty() {
+            writeln!(out, "  lookout cannot use it: it offers none of YUYV, MJPG, NV12, GREY")?;
+        } else {
+            usable_devices += 1;
+            writeln!(out, "  lookout can use it: device = \"{}\", format = {}", path.display(), usable.join(" | "))?;
+        }
+    }
+    if usable_devices == 0 {
+        writeln!(out, "no camera lookout can use: none of the video devices above captures a usable format.")?;
+    }
+    Ok(usable_devices)
+}
+
 /// Camera settings from the config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraSettings {
@@ -182,12 +303,14 @@ pub struct CameraSettings {
     pub fps: f64,
     /// A frame not arriving within this time is reported as an I/O error (the camera stalled).
     pub timeout: Duration,
+    /// The largest frame a ring slot holds; a negotiated format that needs more is refused.
+    pub max_frame_len: usize,
 }
 
 /// A V4L2 camera streaming into ring slots.
 pub struct V4l2Source {
-    // Field order matters: the stream (buffers, STREAMOFF) drops before the device is closed.
-    stream: Stream<'static>,
+    // Dropped by hand, before the device (see `Drop`).
+    stream: ManuallyDrop<Stream<'static>>,
     _dev: Device,
     choice: Choice,
     stride: usize,
@@ -215,6 +338,18 @@ impl V4l2Source {
         let offered = offers(&dev)?;
         let choice = negotiate(&offered, s.format, s.width, s.height, s.fps)
             .map_err(|e| invalid(format!("{}: {e}", s.device.display())))?;
+        let need = choice.format.pixel_format().frame_len(choice.width, choice.height);
+        if need > s.max_frame_len {
+            return Err(invalid(format!(
+                "{}: {:?} {}x{} needs {need} bytes a frame, more than the ring's {}-byte slots (configure \
+                 source.width and source.height to a size the camera offers)",
+                s.device.display(),
+                choice.format,
+                choice.width,
+                choice.height,
+                s.max_frame_len
+            )));
+        }
         let fourcc = FourCC::new(&choice.format.fourcc().unwrap_or(*b"YUYV"));
         let set = dev.set_format(&Format::new(choice.width, choice.height, fourcc))?;
         if set.fourcc != fourcc || (set.width, set.height) != (choice.width, choice.height) {
@@ -253,7 +388,7 @@ impl V4l2Source {
             actual_fps
         );
         Ok(V4l2Source {
-            stream,
+            stream: ManuallyDrop::new(stream),
             _dev: dev,
             choice,
             stride: set.stride as usize,
@@ -263,6 +398,23 @@ impl V4l2Source {
             index: 0,
             device: s.device.clone(),
         })
+    }
+}
+
+impl Drop for V4l2Source {
+    /// Stops streaming and unmaps the buffers. `v4l`'s stream panics in its own drop when STREAMOFF fails
+    /// with anything but ENODEV (device gone); a camera that fails oddly must not take the process down,
+    /// so STREAMOFF is tried here first and, if it fails that way, the stream is leaked (its mapped
+    /// buffers and descriptor, a few MB at most, once per such failure) with an error in the log.
+    fn drop(&mut self) {
+        use v4l::io::traits::Stream as _;
+        match self.stream.stop() {
+            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
+                log::error!("{}: stopping the stream failed ({e}); leaking its buffers", self.device.display());
+            }
+            // SAFETY: the stream is dropped exactly once, here, and never used after.
+            _ => unsafe { ManuallyDrop::drop(&mut self.stream) },
+        }
     }
 }
 
