@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command.
 #   scripts/test.sh            everything CI runs: native checks and tests, then for aarch64 and armv7 the
-#                              release build, the test suite under qemu-user and the Debian package
+#                              release build, the test suite under qemu-user, the Debian package and the
+#                              VM test (vivid + PL061 GPIO + serial in qemu-system, scripts/vm-test.sh)
 #   scripts/test.sh --native   only the native part (a few minutes once built)
 # Needs what .ci/run installs: ffmpeg, libclang, the ARM cross compilers and qemu-user, the ARM rustup
-# targets, systemd-analyze and dpkg-deb.
+# targets, systemd-analyze and dpkg-deb, qemu-system-arm, kmod, cpio, python3 and the arm64/armhf dpkg
+# architectures (for the VM kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -43,6 +45,9 @@ if [ "${1:-}" != "--native" ]; then
             grep -q " $f\$" <<<"$listing" || { echo "test.sh: $deb lacks $f"; exit 1; }
         done
         part "$arch package ($deb)" "$s"
+        s=$(date +%s)
+        scripts/vm-test.sh "$arch"
+        part "$arch VM test" "$s"
     done
 fi
 echo "test.sh: all passed in $(( $(date +%s) - t0 ))s"

@@ -4,7 +4,7 @@
 # lookout on a real kernel camera driver, in an emulated ARM board: builds lookout for the target, boots
 # Debian's own kernel for that architecture in qemu-system (TCG, `virt` machine) from an initramfs that
 # holds busybox, the binary, its glibc, the vivid module chain and a config, and runs `lookout run` on
-# vivid's /dev/video0 (YUYV 640x480 at 30 fps requested), with the alarm and the camera_lost lines on the
+# vivid's /dev/video0 (YUYV 640x480 at 25 fps, the most vivid's webcam input offers at that size), with the alarm and the camera_lost lines on the
 # board's PL061 GPIO chip and sentences on a PCI 16550 serial port whose output lands in a host file.
 # Mid-run the guest unbinds vivid's device (the camera vanishes), reads the camera_lost line from debugfs,
 # binds it again and reads the line once more.
@@ -83,7 +83,7 @@ device = "/dev/video0"
 format = "yuyv"
 width = 640
 height = 480
-fps = 30
+fps = 25
 stall_timeout_ms = 2000
 retry_max_ms = 2000
 
@@ -115,7 +115,7 @@ say "video devices: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 /bin/lookout probe | sed 's/^/VMTEST probe: /'
 pdev=$(basename "$(readlink -f /sys/class/video4linux/video0/device)")
 say "vivid platform device: $pdev"
-RUST_LOG=info /bin/lookout run --config /lookout.toml &
+RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout.toml &
 pid=$!
 sleep 30
 say "unbinding $pdev (camera gone)"

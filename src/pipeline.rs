@@ -293,7 +293,7 @@ fn camera_loop(
                 Err(e) => {
                     let ev = sup.failed(Instant::now());
                     let retry = sup.wait(Instant::now()).unwrap_or_default();
-                    log::warn!("camera {dev}: {e}; attempt {} failed, next in {retry:?}", sup.failures());
+                    log::warn!("camera {dev}: {e}; attempt {} failed, next in {} ms", sup.failures(), retry.as_millis());
                     if let Some(ev) = ev {
                         lock(sinks).event(ev, unix_ms_now());
                     }
@@ -332,7 +332,7 @@ fn camera_loop(
                 camera = None; // closes the device
                 let ev = sup.failed(Instant::now());
                 let retry = sup.wait(Instant::now()).unwrap_or_default();
-                log::warn!("camera {dev}: {why}; closed it, reopening in {retry:?}");
+                log::warn!("camera {dev}: {why}; closed it, reopening in {} ms", retry.as_millis());
                 if let Some(ev) = ev {
                     lock(sinks).event(ev, unix_ms_now());
                 }
