@@ -6,13 +6,15 @@
 # holds busybox, the binary, its glibc, the vivid module chain and a config, and runs `lookout run` on
 # vivid's /dev/video0 (YUYV 640x480 at 25 fps, the most vivid's webcam input offers at that size), with the alarm and the camera_lost lines on the
 # board's PL061 GPIO chip and sentences on a PCI 16550 serial port whose output lands in a host file.
-# Mid-run the guest unbinds vivid's device (the camera vanishes), reads the camera_lost line from debugfs,
-# binds it again and reads the line once more.
+# lookout starts before vivid is loaded (a camera missing at boot), then vivid comes; mid-run the guest
+# unbinds vivid's device (the camera vanishes), reads the camera_lost line from debugfs, binds it again
+# and reads the line once more.
 #
 # The host then checks, and exits 0 only if all hold: every sentence has a valid checksum and sequence
 # numbers increase; heartbeats report >= 20 fps captured both before the loss and after the restore;
-# camera_lost then camera_restored arrive (once each); the camera_lost line read high while the camera was
-# gone and low after; lookout exited 0 on SIGTERM; no panic (kernel or Rust) in the console log.
+# camera_lost then camera_restored arrive, twice (missing at start, then unbound); the camera_lost line read
+# high while the camera was gone (both times) and low after; `lookout probe` said "no camera" without vivid
+# and listed vivid's YUYV with it; lookout exited 0 on SIGTERM; no panic (kernel or Rust) in the log.
 # Last line: a one-line summary. Work files stay in target/vm/<arch>/ (console.log, serial.out).
 #
 # Needs (what .ci/run installs): qemu-system-arm, kmod (depmod, modprobe), cpio, python3, the ARM
@@ -108,23 +110,28 @@ mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
 say() { echo "VMTEST $*"; }
 for m in $(cat /modules); do insmod "$m" || say "insmod $m failed"; done
-# Only the video capture node, webcam input first (the default).
-insmod /mod/vivid.ko n_devs=1 node_types=0x1 2>/dev/null || true
+# First without a camera: probe says so, and lookout starts anyway (camera_lost, fault line up).
+/bin/lookout probe | sed 's/^/VMTEST probe-none: /'
+RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout.toml &
+pid=$!
+sleep 10
+grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST gpio-start: /'
+# The camera appears: only the video capture node, webcam input first (the default).
+say "loading vivid"
+insmod /mod/vivid.ko n_devs=1 node_types=0x1 || say "insmod vivid failed"
 sleep 1
 say "video devices: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 /bin/lookout probe | sed 's/^/VMTEST probe: /'
 pdev=$(basename "$(readlink -f /sys/class/video4linux/video0/device)")
 say "vivid platform device: $pdev"
-RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout.toml &
-pid=$!
-sleep 30
+sleep 20
 say "unbinding $pdev (camera gone)"
 echo "$pdev" > /sys/bus/platform/drivers/vivid/unbind
 sleep 6
 grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST gpio-lost: /'
 say "binding $pdev again"
 echo "$pdev" > /sys/bus/platform/drivers/vivid/bind
-sleep 30
+sleep 20
 grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST gpio-after: /'
 kill -TERM "$pid"
 wait "$pid"
@@ -132,7 +139,7 @@ say "lookout exit $?"
 sync
 poweroff -f
 EOF
-# Modules the init loads with parameters are not in the plain list.
+# vivid itself is loaded by the init, with parameters, once lookout runs.
 grep -v '/vivid.ko$' "$ird/modules" > "$ird/modules.tmp" && mv "$ird/modules.tmp" "$ird/modules"
 chmod +x "$ird/init"
 (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
@@ -167,13 +174,12 @@ if seqs != sorted(set(seqs)):
     fail.append(f"sequence numbers do not increase: {seqs}")
 kinds = [(f[0], f[4] if f[0] == "LKEVT" else None) for f in sentences]
 events = [f[4] for f in sentences if f[0] == "LKEVT"]
-if events != ["camera_lost", "camera_restored"]:
-    fail.append(f"events {events}, want camera_lost then camera_restored")
-lost_at = next((i for i, f in enumerate(sentences) if f[:1] == ["LKEVT"] and f[4] == "camera_lost"), None)
-back_at = next((i for i, f in enumerate(sentences) if f[:1] == ["LKEVT"] and f[4] == "camera_restored"), None)
+if events != ["camera_lost", "camera_restored"] * 2:
+    fail.append(f"events {events}, want camera_lost, camera_restored (missing at start), then the same again (unbound)")
+ev_at = [i for i, f in enumerate(sentences) if f[0] == "LKEVT"] + [None] * 4
 hb = [(i, float(f[4]), float(f[5]), int(f[6])) for i, f in enumerate(sentences) if f[0] == "LKHBT"]
-before = [h for h in hb if lost_at is not None and h[0] < lost_at]
-after = [h for h in hb if back_at is not None and h[0] > back_at]
+before = [h for h in hb if None not in ev_at[1:3] and ev_at[1] < h[0] < ev_at[2]]
+after = [h for h in hb if ev_at[3] is not None and h[0] > ev_at[3]]
 # The last heartbeat before the loss and the last one after the restore cover whole streaming intervals.
 if not before or before[-1][1] < 20:
     fail.append(f"capture fps before the loss: {[h[1] for h in before]}, want the last >= 20")
@@ -181,13 +187,17 @@ if not after or after[-1][1] < 20:
     fail.append(f"capture fps after the restore: {[h[1] for h in after]}, want the last >= 20")
 def gpio(tag):
     return [l.split(tag, 1)[1].strip() for l in console.splitlines() if tag in l and "lookout-camera-lost" in l]
-lost_line, after_line = gpio("VMTEST gpio-lost:"), gpio("VMTEST gpio-after:")
+start_line, lost_line, after_line = gpio("VMTEST gpio-start:"), gpio("VMTEST gpio-lost:"), gpio("VMTEST gpio-after:")
+if not (start_line and start_line[0].endswith(" hi")):
+    fail.append(f"camera_lost line with no camera at start: {start_line}, want 'out hi'")
 if not (lost_line and lost_line[0].endswith(" hi")):
     fail.append(f"camera_lost line while the camera was gone: {lost_line}, want 'out hi'")
 if not (after_line and after_line[0].endswith(" lo")):
     fail.append(f"camera_lost line after the restore: {after_line}, want 'out lo'")
 if "VMTEST lookout exit 0" not in console:
     fail.append("lookout did not exit 0 on SIGTERM")
+if "VMTEST probe-none: no camera: there are no video devices" not in console:
+    fail.append("lookout probe without vivid did not say 'no camera'")
 if "usable as format = \"yuyv\"" not in console:
     fail.append("lookout probe did not list vivid's YUYV")
 for bad in ("panicked", "Kernel panic", "Oops", "BUG:"):
@@ -198,7 +208,8 @@ for f in fail:
 fps = lambda hs: "/".join(f"{h[1]:.1f}" for h in hs) or "-"
 print(f"vm-test {arch}: {'PASS' if not fail else 'FAIL'}: {len(sentences)} sentences, seq {seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}; "
       f"capture fps before loss {fps(before)}, after restore {fps(after)}; infer fps {hb[-1][2] if hb else '-'}; "
-      f"events {'+'.join(events) or 'none'}; camera_lost line {lost_line[0].split()[-1] if lost_line else '?'} while gone, "
+      f"events {'+'.join(events) or 'none'}; camera_lost line {start_line[0].split()[-1] if start_line else '?'} at start without camera, "
+      f"{lost_line[0].split()[-1] if lost_line else '?'} while unbound, "
       f"{after_line[0].split()[-1] if after_line else '?'} after; exit {'0' if 'VMTEST lookout exit 0' in console else 'not 0'}")
 sys.exit(1 if fail else 0)
 EOF

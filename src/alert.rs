@@ -423,7 +423,12 @@ impl<P: OutputPin> Sinks<P> {
         if heartbeat_sentence(&mut self.sentence, seq, &self.camera, h).is_ok() {
             self.serial.send(&self.sentence);
         }
-        log::debug!("heartbeat {seq}: {:.1} fps captured, {:.1} analysed, {} dropped", h.capture_fps, h.infer_fps, h.dropped);
+        log::debug!(
+            "heartbeat {seq}: {:.1} fps captured, {:.1} analysed, {} dropped",
+            h.capture_fps,
+            h.infer_fps,
+            h.dropped
+        );
     }
 
     /// Shutdown: every line off.

@@ -3,8 +3,8 @@
 //! # Layout
 //!
 //! ```text
-//!  capture (FrameSource: mjpeg, y4m, synthetic)          capture thread
-//!     │ writes into a slot
+//!  capture (FrameSource: v4l2, mjpeg, y4m, synthetic)    capture thread
+//!     │ writes into a slot       (a camera is supervised: camera_lost / camera_restored ─▶ alert sinks)
 //!     ▼
 //!  ring (fixed slots, heapless index queues, latest frame wins)
 //!     │ newest ready slot
@@ -15,7 +15,7 @@
 //!                                                  rules (score, area, confirm, cooldown)
 //!                                                                             │ Alert
 //!                                                                             ▼
-//!                                              alert (serial $LKALR sentences, GPIO pulse)
+//!                          alert (serial $LKALR / $LKEVT / $LKHBT sentences, GPIO pulse and fault line)
 //! ```
 //!
 //! - [`frame`]: the pixel buffers slots hold. [`capture`]: the sources. [`ring`]: the slots.

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::alert::{AnyPin, GpioSink, Heartbeat, LevelPin, LogPin, SerialSink, Sinks};
-use crate::capture::supervisor::Supervisor;
 use crate::capture::mjpeg::MjpegSource;
+use crate::capture::supervisor::Supervisor;
 use crate::capture::synthetic::SyntheticSource;
 use crate::capture::v4l2::{CameraSettings, V4l2Source};
 use crate::capture::y4m::Y4mSource;
@@ -293,7 +293,11 @@ fn camera_loop(
                 Err(e) => {
                     let ev = sup.failed(Instant::now());
                     let retry = sup.wait(Instant::now()).unwrap_or_default();
-                    log::warn!("camera {dev}: {e}; attempt {} failed, next in {} ms", sup.failures(), retry.as_millis());
+                    log::warn!(
+                        "camera {dev}: {e}; attempt {} failed, next in {} ms",
+                        sup.failures(),
+                        retry.as_millis()
+                    );
                     if let Some(ev) = ev {
                         lock(sinks).event(ev, unix_ms_now());
                     }
@@ -376,7 +380,12 @@ impl HeartbeatClock {
 
 /// Runs the pipeline until the source ends or `stop` is set. `notifier` hears `READY=1` once frames can
 /// flow and is ticked from the inference loop (the systemd watchdog).
-pub fn run(cfg: &Config, mut analyzer: Analyzer, stop: &AtomicBool, notifier: &mut Notifier) -> anyhow::Result<Summary> {
+pub fn run(
+    cfg: &Config,
+    mut analyzer: Analyzer,
+    stop: &AtomicBool,
+    notifier: &mut Notifier,
+) -> anyhow::Result<Summary> {
     let pace = cfg.pace();
     let policy = if pace == Pace::Fast { Policy::Lossless } else { Policy::LatestWins };
     let stats = Arc::new(Stats::default());

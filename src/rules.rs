@@ -115,14 +115,7 @@ impl Rules {
             let cooled = self.last_alert_pts[c].is_none_or(|t| pts_ms.saturating_sub(t) >= p.cooldown_ms);
             if self.streak[c] >= p.confirm_frames && cooled && out.len() < out.capacity() {
                 self.last_alert_pts[c] = Some(pts_ms);
-                out.push(Alert {
-                    unix_ms,
-                    pts_ms,
-                    frame,
-                    class_id: c as u16,
-                    score: d.score,
-                    bbox: d.bbox,
-                });
+                out.push(Alert { unix_ms, pts_ms, frame, class_id: c as u16, score: d.score, bbox: d.bbox });
             }
         }
     }

@@ -249,10 +249,8 @@ fn probe_says_plainly_when_there_is_no_camera() {
     let out = lookout(&["probe"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let cameras = std::fs::read_dir("/dev")
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("video"));
+    let cameras =
+        std::fs::read_dir("/dev").unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("video"));
     if cameras {
         assert!(stdout.contains("driver"), "{stdout}");
     } else {

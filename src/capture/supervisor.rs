@@ -34,9 +34,14 @@ impl CameraEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// No device open. `failures` counts attempts since frames last flowed.
-    Closed { next_try: Instant, failures: u32 },
+    Closed {
+        next_try: Instant,
+        failures: u32,
+    },
     /// Open, waiting for the first frame.
-    Opened { failures: u32 },
+    Opened {
+        failures: u32,
+    },
     Streaming,
 }
 
@@ -52,7 +57,12 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(now: Instant, initial: Duration, max: Duration) -> Supervisor {
-        Supervisor { state: State::Closed { next_try: now, failures: 0 }, initial, max: max.max(initial), lost_since: None }
+        Supervisor {
+            state: State::Closed { next_try: now, failures: 0 },
+            initial,
+            max: max.max(initial),
+            lost_since: None,
+        }
     }
 
     /// The delay before attempt number `failures + 1` after `failures` failed ones.
