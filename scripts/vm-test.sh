@@ -2,26 +2,31 @@
 # scripts/vm-test.sh aarch64|armv7
 #
 # lookout on a real kernel camera driver, in an emulated ARM board: builds lookout for the target, boots
-# Debian's own kernel for that architecture in qemu-system (TCG, `virt` machine) from an initramfs that
-# holds busybox, the binary, its glibc, the vivid module chain and a config, and runs `lookout run` on
-# vivid's /dev/video0 (YUYV 640x480 at 25 fps, the most vivid's webcam input offers at that size), with the alarm and the camera_lost lines on the
-# board's PL061 GPIO chip and sentences on a PCI 16550 serial port whose output lands in a host file.
-# lookout starts before vivid is loaded (a camera missing at boot), then vivid comes; mid-run the guest
-# unbinds vivid's device (the camera vanishes), reads the camera_lost line from debugfs, binds it again
-# and reads the line once more.
+# Debian's own kernel for that architecture in qemu-system (TCG, `virt` machine, 2 CPUs) from an initramfs
+# with busybox, v4l2-ctl, the binary, its glibc, the vivid module chain and a config, and runs `lookout run`
+# on vivid's /dev/video0 (YUYV 640x480 at 25 fps, the most vivid's webcam input offers at that size), with
+# the alarm and camera_lost lines on the board's PL061 GPIO chip and the sentences on a PCI 16550 serial
+# port whose output lands in a host file. The guest's script, step by step:
+#   1. `lookout probe` with no camera; lookout starts with none (a camera missing at boot); vivid loads.
+#   2. vivid drops every buffer (v4l2-ctl: the device stays, frames stop: a stall), then streams again.
+#   3. vivid's device is unbound from its driver (the camera vanishes), then bound again.
+#   4. SIGTERM; then 50-frame runs in NV12 and GREY, the other formats vivid offers that lookout takes.
+# While the camera is gone (each of the three times) and after, it reads the camera_lost line from debugfs.
 #
 # The host then checks, and exits 0 only if all hold: every sentence has a valid checksum and sequence
-# numbers increase; heartbeats report >= 20 fps captured both before the loss and after the restore;
-# camera_lost then camera_restored arrive, twice (missing at start, then unbound); the camera_lost line read
-# high while the camera was gone (both times) and low after; `lookout probe` said "no camera" without vivid
-# and listed vivid's YUYV with it; lookout exited 0 on SIGTERM; no panic (kernel or Rust) in the log.
-# Last line: a one-line summary. Work files stay in target/vm/<arch>/ (console.log, serial.out).
+# numbers increase; camera_lost + camera_restored arrive three times; heartbeats inside each streaming
+# stretch report >= 20 fps captured; the camera_lost line read high each time the camera was gone and low
+# after; the stall was reported as a timeout; probe said "no camera" without vivid and listed its YUYV
+# with it; lookout exited 0 on SIGTERM; the NV12 and GREY runs captured 50 frames, none corrupt; no panic
+# (kernel or Rust) in the console log. Last line: a one-line summary. Work files stay in
+# target/vm/<arch>/ (console.log, serial.out).
 #
-# Needs (what .ci/run installs): qemu-system-arm, kmod (depmod, modprobe), cpio, python3, the ARM
-# cross toolchains, and dpkg architectures arm64/armhf for `apt-get download` of the kernel and busybox.
+# Needs (what .ci/run installs): qemu-system-arm, kmod (depmod, modprobe), cpio, python3, the ARM cross
+# toolchains, and the dpkg architectures arm64/armhf for `apt-get download` of the kernel and userland.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=${1:?usage: scripts/vm-test.sh aarch64|armv7}
+arch=${1:?usage: scripts/vm-test.sh aarch64|armv7 [--fetch]}
+fetch_only=${2:-}
 case $arch in
     aarch64)
         triple=aarch64-unknown-linux-gnu; debarch=arm64; flavour=arm64; gnu=aarch64-linux-gnu
@@ -38,12 +43,9 @@ debs=target/vm/debs
 mkdir -p "$work" "$debs"
 t0=$(date +%s)
 
-# 1. The binary.
-scripts/build-arm.sh "$arch" >/dev/null
-bin=target/$triple/release/lookout
-
-# 2. Debian's kernel and busybox for the target, by package name (the metapackage names the current
-#    kernel ABI), downloaded once.
+# 1. Debian's kernel, busybox and v4l2-ctl (v4l-utils and the libraries it needs) for the target, by
+#    package name (the kernel metapackage names the current kernel ABI), downloaded once. `--fetch` stops
+#    here (.ci/run downloads with it).
 kpkg=$(apt-cache depends "linux-image-$flavour:$debarch" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 kpkg=${kpkg%:*}
 [ -n "$kpkg" ] || { echo "vm-test: cannot resolve linux-image-$flavour:$debarch (dpkg --add-architecture $debarch; apt-get update)"; exit 1; }
@@ -52,8 +54,15 @@ fetch() { # package:arch
     ls "$debs/${1%%:*}"_*"_${1##*:}.deb" >/dev/null 2>&1 || (cd "$debs" && apt-get download -q "$1" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
     ls "$debs/${1%%:*}"_*"_${1##*:}.deb" >/dev/null 2>&1 || { echo "vm-test: could not download $1"; exit 1; }
 }
+userland=(busybox-static v4l-utils libv4l-0 libv4lconvert0 libv4l2rds0 libudev1 libjpeg62-turbo)
 fetch "$kpkg:$debarch"
-fetch "busybox-static:$debarch"
+for p in "${userland[@]}"; do fetch "$p:$debarch"; done
+[ "$fetch_only" = --fetch ] && { echo "vm-test: $arch packages in $debs"; exit 0; }
+
+# 2. The binary.
+scripts/build-arm.sh "$arch" >/dev/null
+bin=target/$triple/release/lookout
+
 root=$work/kernel
 if [ ! -f "$root/boot/vmlinuz-$kver" ]; then
     rm -rf "$root"
@@ -65,9 +74,13 @@ fi
 ird=$work/initramfs
 rm -rf "$ird"
 mkdir -p "$ird"/{bin,lib,proc,sys,dev,tmp,mod}
-dpkg-deb --fsys-tarfile "$(ls "$debs"/busybox-static_*_"$debarch".deb)" | tar -x -C "$ird" ./bin/busybox
+user=$work/userland
+rm -rf "$user"
+for p in "${userland[@]}"; do dpkg-deb -x "$(ls "$debs/$p"_*"_$debarch.deb")" "$user"; done
+cp "$user/bin/busybox" "$user/usr/bin/v4l2-ctl" "$ird/bin/"
+for l in libv4l2.so.0 libv4lconvert.so.0 libv4l2rds.so.0 libudev.so.1 libjpeg.so.62; do cp -L "$user/usr/lib/$gnu/$l" "$ird/lib/"; done
 "$gnu-strip" -o "$ird/bin/lookout" "$bin"
-for l in "$ld" libc.so.6 libm.so.6 libgcc_s.so.1; do cp -L "/usr/$gnu/lib/$l" "$ird/lib/"; done
+for l in "$ld" libc.so.6 libm.so.6 libgcc_s.so.1 libstdc++.so.6; do cp -L "/usr/$gnu/lib/$l" "$ird/lib/"; done
 # The vivid chain in load order, as modprobe resolves it from the kernel's own dependency files.
 modprobe -d "$root" -S "$kver" --show-depends vivid | awk '$1 == "insmod" {print $2}' > "$work/modules.txt"
 : > "$ird/modules"
@@ -101,6 +114,9 @@ camera_lost_line = 1
 [heartbeat]
 interval_ms = 4000
 EOF
+for f in nv12 grey; do
+    sed -e "s/^format = .*/format = \"$f\"/" -e '/^port = /d' "$ird/lookout.toml" > "$ird/lookout-$f.toml"
+done
 cat > "$ird/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -109,33 +125,46 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
 say() { echo "VMTEST $*"; }
+gpio() { grep lookout /sys/kernel/debug/gpio | sed "s/^/VMTEST gpio-$1: /"; }
 for m in $(cat /modules); do insmod "$m" || say "insmod $m failed"; done
-# First without a camera: probe says so, and lookout starts anyway (camera_lost, fault line up).
+# 1. No camera: probe says so, and lookout starts anyway (camera_lost, fault line up).
 /bin/lookout probe | sed 's/^/VMTEST probe-none: /'
 RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout.toml &
 pid=$!
 sleep 10
-grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST gpio-start: /'
+gpio start
 # The camera appears: only the video capture node, webcam input first (the default).
 say "loading vivid"
 insmod /mod/vivid.ko n_devs=1 node_types=0x1 || say "insmod vivid failed"
 sleep 1
 say "video devices: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 /bin/lookout probe | sed 's/^/VMTEST probe: /'
+sleep 16
+# 2. A stall: the device stays, frames stop (vivid drops every buffer), then flow again.
+say "stalling the camera"
+v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=100 || say "v4l2-ctl failed"
+sleep 6
+gpio stalled
+v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=0 || say "v4l2-ctl failed"
+say "camera unstalled"
+sleep 16
+# 3. The camera vanishes (vivid's device unbound from its driver) and comes back.
 pdev=$(basename "$(readlink -f /sys/class/video4linux/video0/device)")
-say "vivid platform device: $pdev"
-sleep 20
 say "unbinding $pdev (camera gone)"
 echo "$pdev" > /sys/bus/platform/drivers/vivid/unbind
 sleep 6
-grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST gpio-lost: /'
+gpio lost
 say "binding $pdev again"
 echo "$pdev" > /sys/bus/platform/drivers/vivid/bind
-sleep 20
-grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST gpio-after: /'
+sleep 16
+gpio after
 kill -TERM "$pid"
 wait "$pid"
 say "lookout exit $?"
+# 4. The other raw formats vivid offers that lookout takes, 50 frames each.
+for f in nv12 grey; do
+    RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout-$f.toml --frames 50 2>&1 | grep -E 'fps$|done:|corrupt|WARN|ERROR' | sed "s/^/VMTEST $f: /"
+done
 sync
 poweroff -f
 EOF
@@ -172,44 +201,52 @@ for raw in serial.split("\r\n")[:-1]:
 seqs = [int(f[1]) for f in sentences]
 if seqs != sorted(set(seqs)):
     fail.append(f"sequence numbers do not increase: {seqs}")
-kinds = [(f[0], f[4] if f[0] == "LKEVT" else None) for f in sentences]
 events = [f[4] for f in sentences if f[0] == "LKEVT"]
-if events != ["camera_lost", "camera_restored"] * 2:
-    fail.append(f"events {events}, want camera_lost, camera_restored (missing at start), then the same again (unbound)")
-ev_at = [i for i, f in enumerate(sentences) if f[0] == "LKEVT"] + [None] * 4
+if events != ["camera_lost", "camera_restored"] * 3:
+    fail.append(f"events {events}, want camera_lost + camera_restored three times (missing at start, stall, unbind)")
+ev_at = [i for i, f in enumerate(sentences) if f[0] == "LKEVT"]
+ev_at = (ev_at + [None] * 6)[:6] + [len(sentences)]
 hb = [(i, float(f[4]), float(f[5]), int(f[6])) for i, f in enumerate(sentences) if f[0] == "LKHBT"]
-before = [h for h in hb if None not in ev_at[1:3] and ev_at[1] < h[0] < ev_at[2]]
-after = [h for h in hb if ev_at[3] is not None and h[0] > ev_at[3]]
-# The last heartbeat before the loss and the last one after the restore cover whole streaming intervals.
-if not before or before[-1][1] < 20:
-    fail.append(f"capture fps before the loss: {[h[1] for h in before]}, want the last >= 20")
-if not after or after[-1][1] < 20:
-    fail.append(f"capture fps after the restore: {[h[1] for h in after]}, want the last >= 20")
+# Heartbeats in each streaming stretch: after a restore, before the next loss (or the end).
+stretches = []
+for k, (lo, hi) in enumerate([(ev_at[1], ev_at[2]), (ev_at[3], ev_at[4]), (ev_at[5], ev_at[6])]):
+    got = [h for h in hb if lo is not None and hi is not None and lo < h[0] < hi]
+    stretches.append(got)
+    # The first heartbeat of a stretch covers part of the outage before it, and the last one before a loss
+    # part of the stall timeout; the ones between cover streaming only.
+    inner = got[1:-1] if k < 2 else got[1:]
+    if not inner or min(h[1] for h in inner) < 20:
+        fail.append(f"capture fps in streaming stretch {k + 1}: {[h[1] for h in got]}, want >= 20 inside it")
 def gpio(tag):
-    return [l.split(tag, 1)[1].strip() for l in console.splitlines() if tag in l and "lookout-camera-lost" in l]
-start_line, lost_line, after_line = gpio("VMTEST gpio-start:"), gpio("VMTEST gpio-lost:"), gpio("VMTEST gpio-after:")
-if not (start_line and start_line[0].endswith(" hi")):
-    fail.append(f"camera_lost line with no camera at start: {start_line}, want 'out hi'")
-if not (lost_line and lost_line[0].endswith(" hi")):
-    fail.append(f"camera_lost line while the camera was gone: {lost_line}, want 'out hi'")
-if not (after_line and after_line[0].endswith(" lo")):
-    fail.append(f"camera_lost line after the restore: {after_line}, want 'out lo'")
+    got = [l.split(tag, 1)[1].split()[-1] for l in console.splitlines() if tag in l and "lookout-camera-lost" in l]
+    return got[0] if got else "?"
+lines = {t: gpio(f"VMTEST gpio-{t}:") for t in ("start", "stalled", "lost", "after")}
+if [lines[t] for t in ("start", "stalled", "lost", "after")] != ["hi", "hi", "hi", "lo"]:
+    fail.append(f"camera_lost line {lines}, want hi with no camera, hi stalled, hi unbound, lo after")
 if "VMTEST lookout exit 0" not in console:
     fail.append("lookout did not exit 0 on SIGTERM")
 if "VMTEST probe-none: no camera: there are no video devices" not in console:
     fail.append("lookout probe without vivid did not say 'no camera'")
-if "usable as format = \"yuyv\"" not in console:
+if 'usable as format = "yuyv"' not in console:
     fail.append("lookout probe did not list vivid's YUYV")
+if "timed out" not in console.split("VMTEST stalling the camera", 1)[-1].split("VMTEST camera unstalled", 1)[0]:
+    fail.append("no timeout reported while the camera was stalled")
+formats = {}
+for f in ("nv12", "grey"):
+    done = [l for l in console.splitlines() if l.startswith(f"VMTEST {f}: ") and "done:" in l]
+    formats[f] = "ok" if done and "50 frames captured" in done[0] and " 0 corrupt" in done[0] else "FAIL"
+    if formats[f] != "ok":
+        fail.append(f"{f}: no clean 50-frame run: {done}")
 for bad in ("panicked", "Kernel panic", "Oops", "BUG:"):
     if bad in console:
         fail.append(f"{bad!r} in the console log")
 for f in fail:
     print("vm-test: FAIL:", f)
 fps = lambda hs: "/".join(f"{h[1]:.1f}" for h in hs) or "-"
-print(f"vm-test {arch}: {'PASS' if not fail else 'FAIL'}: {len(sentences)} sentences, seq {seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}; "
-      f"capture fps before loss {fps(before)}, after restore {fps(after)}; infer fps {hb[-1][2] if hb else '-'}; "
-      f"events {'+'.join(events) or 'none'}; camera_lost line {start_line[0].split()[-1] if start_line else '?'} at start without camera, "
-      f"{lost_line[0].split()[-1] if lost_line else '?'} while unbound, "
-      f"{after_line[0].split()[-1] if after_line else '?'} after; exit {'0' if 'VMTEST lookout exit 0' in console else 'not 0'}")
+print(f"vm-test {arch}: {'PASS' if not fail else 'FAIL'}: {len(sentences)} sentences, checksums ok, seq "
+      f"{seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'} increasing; capture fps {' | '.join(fps(x) for x in stretches)}; "
+      f"infer fps {hb[-1][2] if hb else '-'}; lost+restored x{events.count('camera_restored')} (absent at start, stalled, "
+      f"unbound); camera_lost line {lines['start']}/{lines['stalled']}/{lines['lost']} while gone, {lines['after']} after; "
+      f"nv12 {formats['nv12']}, grey {formats['grey']}; exit {'0' if 'VMTEST lookout exit 0' in console else 'not 0'}")
 sys.exit(1 if fail else 0)
 EOF

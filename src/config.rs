@@ -403,8 +403,8 @@ impl Config {
                         }
                         Some(_) => {}
                     }
-                    if cfg.source.stall_timeout_ms < 100 {
-                        return Err(err("source", "stall_timeout_ms", "must be at least 100".into()));
+                    if !(100..=600_000).contains(&cfg.source.stall_timeout_ms) {
+                        return Err(err("source", "stall_timeout_ms", "must be 100..600000 (10 minutes)".into()));
                     }
                     if cfg.source.retry_max_ms < 250 {
                         return Err(err("source", "retry_max_ms", "must be at least 250".into()));

@@ -326,6 +326,11 @@ fn camera_loop(
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 log::warn!("camera {dev}: skipping corrupt frame {}: {reason}", index + index_offset);
             }
+            // A signal (SIGTERM on its way to the stop flag) interrupted the wait: not the camera's fault.
+            Err(CaptureError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                drop(slot);
+                ring.release(i);
+            }
             r => {
                 drop(slot);
                 ring.release(i);
@@ -504,4 +509,34 @@ pub fn run(
         infer_errors: stats.infer_errors.load(Ordering::Relaxed),
         mean_infer_us: stats.infer_us.load(Ordering::Relaxed) / analysed.max(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_rates_cover_the_interval_since_the_last_one_and_keep_cadence() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let stats = Stats::default();
+        let mut hb = HeartbeatClock::new(4000, t0).unwrap();
+        assert!(HeartbeatClock::new(0, t0).is_none(), "0 turns heartbeats off");
+        stats.captured.store(50, Ordering::Relaxed);
+        assert!(hb.due(t0 + ms(3999), &stats, 0).is_none());
+        // Inference was busy: the heartbeat comes 1 s late; rates are over the 5 s that really passed.
+        stats.captured.store(125, Ordering::Relaxed);
+        stats.analysed.store(3, Ordering::Relaxed);
+        let h = hb.due(t0 + ms(5000), &stats, 7).unwrap();
+        assert_eq!((h.capture_fps, h.infer_fps, h.dropped), (25.0, 0.6, 7));
+        // The next is still due on the 4 s grid (8 s), over the 3 s since the last.
+        assert!(hb.due(t0 + ms(7999), &stats, 7).is_none());
+        stats.captured.store(200, Ordering::Relaxed);
+        let h = hb.due(t0 + ms(8000), &stats, 9).unwrap();
+        assert_eq!((h.capture_fps, h.infer_fps, h.dropped), (25.0, 0.0, 9));
+        // After a stall longer than an interval the grid restarts from then, no burst of catch-up beats.
+        assert!(hb.due(t0 + ms(20_000), &stats, 9).is_some());
+        assert!(hb.due(t0 + ms(20_001), &stats, 9).is_none());
+        assert!(hb.due(t0 + ms(24_000), &stats, 9).is_some());
+    }
 }

@@ -318,6 +318,7 @@ pub struct V4l2Source {
     jpeg: Vec<u8>,
     first_ts_us: Option<i64>,
     index: u64,
+    timeout: Duration,
     pub device: PathBuf,
 }
 
@@ -396,6 +397,7 @@ impl V4l2Source {
             jpeg: Vec::with_capacity(1 << 20),
             first_ts_us: None,
             index: 0,
+            timeout: s.timeout,
             device: s.device.clone(),
         })
     }
@@ -479,7 +481,14 @@ impl FrameSource for V4l2Source {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
-        let (buf, meta) = self.stream.next()?;
+        let (buf, meta) = self.stream.next().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                let ms = self.timeout.as_millis();
+                std::io::Error::new(e.kind(), format!("no frame for {ms} ms: the camera stalled (timed out)"))
+            } else {
+                e
+            }
+        })?;
         let index = self.index;
         self.index += 1;
         let used = if meta.bytesused > 0 { (meta.bytesused as usize).min(buf.len()) } else { buf.len() };
