@@ -112,7 +112,7 @@ line = 0
 camera_lost_line = 1
 
 [heartbeat]
-interval_ms = 4000
+interval_ms = 3000
 EOF
 for f in nv12 grey; do
     sed -e "s/^format = .*/format = \"$f\"/" -e '/^port = /d' "$ird/lookout.toml" > "$ird/lookout-$f.toml"
@@ -139,7 +139,7 @@ insmod /mod/vivid.ko n_devs=1 node_types=0x1 || say "insmod vivid failed"
 sleep 1
 say "video devices: $(ls /dev/video* 2>/dev/null | tr '\n' ' ')"
 /bin/lookout probe | sed 's/^/VMTEST probe: /'
-sleep 16
+sleep 20
 # 2. A stall: the device stays, frames stop (vivid drops every buffer), then flow again.
 say "stalling the camera"
 v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=100 || say "v4l2-ctl failed"
@@ -147,7 +147,7 @@ sleep 6
 gpio stalled
 v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=0 || say "v4l2-ctl failed"
 say "camera unstalled"
-sleep 16
+sleep 20
 # 3. The camera vanishes (vivid's device unbound from its driver) and comes back.
 pdev=$(basename "$(readlink -f /sys/class/video4linux/video0/device)")
 say "unbinding $pdev (camera gone)"
@@ -156,7 +156,7 @@ sleep 6
 gpio lost
 say "binding $pdev again"
 echo "$pdev" > /sys/bus/platform/drivers/vivid/bind
-sleep 16
+sleep 20
 gpio after
 kill -TERM "$pid"
 wait "$pid"

@@ -89,7 +89,7 @@ impl Supervisor {
     /// Opening failed, or the open camera failed (I/O error, gone, stalled). Returns `Lost` the first time.
     pub fn failed(&mut self, now: Instant) -> Option<CameraEvent> {
         let failures = match self.state {
-            State::Closed { failures, .. } | State::Opened { failures } => failures + 1,
+            State::Closed { failures, .. } | State::Opened { failures } => failures.saturating_add(1),
             State::Streaming => 1,
         };
         self.state = State::Closed { next_try: now + self.backoff(failures), failures };
