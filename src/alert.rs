@@ -1,4 +1,4 @@
-//! Alerts out: the serial sentence and the GPIO pulse.
+//! Alerts out: the serial sentences and the GPIO lines.
 //!
 //! Why these two: a relay, a siren, a PLC input or a LoRa modem on a UART is what an edge sensor is wired
 //! to. The serial line carries fixed-format sentences, NMEA-style so any microcontroller can parse and
@@ -10,11 +10,12 @@
 //!
 //! where CS is the XOR of every byte between `$` and `*` in two upper-case hex digits and the box is in
 //! integer source pixels. All three share one sequence counter ([`Sinks`]), so a receiver that sees a gap
-//! knows it missed a sentence. Sentences are formatted into a fixed-size buffer (no allocation). The serial port is a real tty put in raw 8N1 mode at
-//! the configured baud rate; without a port, sentences go to stdout. The GPIO output is any
-//! `embedded_hal::digital::OutputPin`: a Linux GPIO character-device line when configured, a pin that only
-//! logs otherwise. An alert turns it on for `pulse_ms`; the inference loop turns it off again on time. A
-//! second line can be bound to `camera_lost` (a fault or tamper relay): on while the camera is gone.
+//! knows it missed a sentence. Sentences are formatted into a fixed-size buffer (no allocation). The serial
+//! port is a real tty put in raw 8N1 mode at the configured baud rate; without a port, sentences go to
+//! stdout. The GPIO output is any `embedded_hal::digital::OutputPin`: a Linux GPIO character-device line
+//! when configured, a pin that only logs otherwise. An alert turns it on for `pulse_ms`; the inference loop
+//! turns it off again on time. A second line can be bound to `camera_lost` (a fault or tamper relay): on
+//! while the camera is gone.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -51,13 +52,7 @@ pub fn sentence(
 }
 
 /// Formats an alert as a `$LKALR` sentence.
-pub fn alert_sentence(
-    out: &mut Sentence,
-    seq: u64,
-    a: &crate::rules::Alert,
-    camera: &str,
-    label: &str,
-) -> std::fmt::Result {
+pub fn alert_sentence(out: &mut Sentence, seq: u64, a: &Alert, camera: &str, label: &str) -> std::fmt::Result {
     let b = a.bbox.map(|v| v.round() as i64);
     sentence(out, "LKALR", |s| {
         write!(s, "{},{},{},{},{:.2},{},{},{},{}", seq, a.unix_ms, camera, label, a.score, b[0], b[1], b[2], b[3])
