@@ -291,16 +291,8 @@ fn camera_loop(
                     camera = Some(c);
                 }
                 Err(e) => {
-                    let ev = sup.failed(Instant::now());
-                    let retry = sup.wait(Instant::now()).unwrap_or_default();
-                    log::warn!(
-                        "camera {dev}: {e}; attempt {} failed, next in {} ms",
-                        sup.failures(),
-                        retry.as_millis()
-                    );
-                    if let Some(ev) = ev {
-                        lock(sinks).event(ev, unix_ms_now());
-                    }
+                    let why = format!("{e} (attempt {})", sup.failures() + 1);
+                    camera_failed(&mut sup, sinks, &dev, &why);
                 }
             }
             continue;
@@ -339,14 +331,21 @@ fn camera_loop(
                     _ => "the stream ended".to_string(),
                 };
                 camera = None; // closes the device
-                let ev = sup.failed(Instant::now());
-                let retry = sup.wait(Instant::now()).unwrap_or_default();
-                log::warn!("camera {dev}: {why}; closed it, reopening in {} ms", retry.as_millis());
-                if let Some(ev) = ev {
-                    lock(sinks).event(ev, unix_ms_now());
-                }
+                camera_failed(&mut sup, sinks, &dev, &format!("{why}; closed it"));
             }
         }
+    }
+}
+
+/// A failed open or a failed camera: tell the supervisor, log when the next attempt comes, and send
+/// `camera_lost` to the sinks if this starts an outage.
+fn camera_failed(sup: &mut Supervisor, sinks: &Mutex<Sinks>, dev: &std::path::Display<'_>, why: &str) {
+    let now = Instant::now();
+    let ev = sup.failed(now);
+    let retry = sup.wait(now).unwrap_or_default();
+    log::warn!("camera {dev}: {why}; next attempt in {} ms", retry.as_millis());
+    if let Some(ev) = ev {
+        lock(sinks).event(ev, unix_ms_now());
     }
 }
 
