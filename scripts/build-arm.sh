@@ -3,10 +3,13 @@
 #   scripts/build-arm.sh aarch64   -> target/aarch64-unknown-linux-gnu/release/lookout        (Pi 4/5 64-bit OS, Jetson)
 #   scripts/build-arm.sh armv7     -> target/armv7-unknown-linux-gnueabihf/release/lookout    (Pi 32-bit OS)
 #   scripts/build-arm.sh all
+# (under $CARGO_TARGET_DIR instead of target/ when that is set). No libclang: the V4L2 bindings are
+# pre-generated (vendor/v4l2-sys-mit).
 # Needs: rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
 #        apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tdir=${CARGO_TARGET_DIR:-target}
 triple() {
     case "$1" in
         aarch64) echo aarch64-unknown-linux-gnu ;;
@@ -22,6 +25,6 @@ for a in $arches; do
     t=$(triple "$a")
     start=$(date +%s)
     cargo build --release --locked --target "$t"
-    echo "build-arm: $a: target/$t/release/lookout in $(( $(date +%s) - start ))s"
-    file "target/$t/release/lookout" 2>/dev/null || true
+    echo "build-arm: $a: $tdir/$t/release/lookout in $(( $(date +%s) - start ))s"
+    file "$tdir/$t/release/lookout" 2>/dev/null || true
 done

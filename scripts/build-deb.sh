@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Debian package for a board: binary, models, default config, systemd unit, udev rule, sysusers entry.
 #   scripts/build-deb.sh aarch64|armv7|x86_64   -> target/debian/lookout_<version>_<arm64|armhf|amd64>.deb
+#   (under $CARGO_TARGET_DIR instead of target/ when that is set)
 # Builds the release binary for the target first (scripts/build-arm.sh for the ARM ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tdir=${CARGO_TARGET_DIR:-target}
 arch=${1:?usage: $0 aarch64|armv7|x86_64}
 case "$arch" in
-    aarch64) triple=aarch64-unknown-linux-gnu; debarch=arm64; bin=target/$triple/release/lookout; strip=aarch64-linux-gnu-strip ;;
-    armv7) triple=armv7-unknown-linux-gnueabihf; debarch=armhf; bin=target/$triple/release/lookout; strip=arm-linux-gnueabihf-strip ;;
-    x86_64) triple=x86_64-unknown-linux-gnu; debarch=amd64; bin=target/release/lookout; strip=strip ;;
+    aarch64) triple=aarch64-unknown-linux-gnu; debarch=arm64; bin=$tdir/$triple/release/lookout; strip=aarch64-linux-gnu-strip ;;
+    armv7) triple=armv7-unknown-linux-gnueabihf; debarch=armhf; bin=$tdir/$triple/release/lookout; strip=arm-linux-gnueabihf-strip ;;
+    x86_64) triple=x86_64-unknown-linux-gnu; debarch=amd64; bin=$tdir/release/lookout; strip=strip ;;
     *) echo "usage: $0 aarch64|armv7|x86_64" >&2; exit 2 ;;
 esac
 if [ "$arch" = x86_64 ]; then cargo build --release --locked; else scripts/build-arm.sh "$arch"; fi
@@ -89,7 +91,7 @@ set -e
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTRM
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
-mkdir -p target/debian
-out="target/debian/lookout_${version}_${debarch}.deb"
+mkdir -p "$tdir/debian"
+out="$tdir/debian/lookout_${version}_${debarch}.deb"
 dpkg-deb --root-owner-group --build "$root" "$out" >/dev/null
 echo "build-deb: $out"

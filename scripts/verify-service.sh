@@ -2,10 +2,10 @@
 # Checks board/systemd/lookout.service with `systemd-analyze verify` in a scratch root that holds the
 # binary at /usr/bin/lookout and the host's system units, and fails on any complaint (verify reports
 # some problems, such as unknown keys, only as messages).
-# usage: scripts/verify-service.sh [path/to/lookout]   (default target/release/lookout)
+# usage: scripts/verify-service.sh [path/to/lookout]   (default target/release/lookout, or under $CARGO_TARGET_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-target/release/lookout}
+bin=${1:-${CARGO_TARGET_DIR:-target}/release/lookout}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/usr/bin" "$root/etc/systemd/system" "$root/lib/systemd"

@@ -19,7 +19,9 @@
 # after; the stall was reported as a timeout; probe said "no camera" without vivid and listed its YUYV
 # with it; lookout exited 0 on SIGTERM; the NV12 and GREY runs captured 50 frames, none corrupt; no panic
 # (kernel or Rust) in the console log. Last line: a one-line summary. Work files stay in
-# target/vm/<arch>/ (console.log, serial.out).
+# target/vm/<arch>/ (console.log, serial.out; under $CARGO_TARGET_DIR when that is set). The VM has no
+# network card (-nic none): it needs none, and the virt board's default NIC needs a boot ROM
+# (efi-virtio.rom, package ipxe-qemu) that a minimal qemu install lacks.
 #
 # Needs (what .ci/run installs): qemu-system-arm, kmod (depmod, modprobe), cpio, python3, the ARM cross
 # toolchains, and the dpkg architectures arm64/armhf for `apt-get download` of the kernel and userland.
@@ -38,8 +40,9 @@ case $arch in
         qemu=(qemu-system-arm -M virt,highmem=off -cpu cortex-a15) ;;
     *) echo "vm-test: unknown architecture $arch (aarch64 or armv7)"; exit 2 ;;
 esac
-work=target/vm/$arch
-debs=target/vm/debs
+tdir=${CARGO_TARGET_DIR:-target}
+work=$tdir/vm/$arch
+debs=$tdir/vm/debs
 mkdir -p "$work" "$debs"
 t0=$(date +%s)
 
@@ -61,7 +64,7 @@ for p in "${userland[@]}"; do fetch "$p:$debarch"; done
 
 # 2. The binary.
 scripts/build-arm.sh "$arch" >/dev/null
-bin=target/$triple/release/lookout
+bin=$tdir/$triple/release/lookout
 
 root=$work/kernel
 if [ ! -f "$root/boot/vmlinuz-$kver" ]; then
@@ -177,7 +180,7 @@ echo "vm-test: $arch kernel $kver, initramfs $(du -h "$work/initramfs.gz" | cut 
 # 4. Boot. The console (PL011) goes to console.log, the PCI serial port to serial.out.
 rm -f "$work/serial.out" "$work/console.log"
 s=$(date +%s)
-timeout 600 "${qemu[@]}" -accel tcg -smp 2 -m 1024 -nographic -no-reboot \
+timeout 600 "${qemu[@]}" -accel tcg -smp 2 -m 1024 -nographic -no-reboot -nic none \
     -kernel "$root/boot/vmlinuz-$kver" -initrd "$work/initramfs.gz" \
     -append "console=ttyAMA0 rdinit=/init panic=-1 quiet" \
     -chardev "file,id=ser,path=$work/serial.out" -device pci-serial,chardev=ser \

@@ -581,3 +581,105 @@ mod tests {
         assert_eq!((f.width, f.height, f.format), (640, 272, PixelFormat::Rgb24));
     }
 }
+
+/// The pre-generated bindings (vendor/v4l2-sys-mit) against the target's C compiler and kernel headers
+/// (src/capture/v4l2_layout.c, compiled by build.rs): sizes, alignments and offsets of the structs our
+/// ioctls pass, and the ioctl codes the v4l crate derives from them. Run for every target we build (the
+/// ARM ones under qemu-user), so a binding file for the wrong architecture cannot ship.
+#[cfg(test)]
+mod layout {
+    use std::ffi::{c_char, CStr};
+    use std::mem::{align_of, offset_of, size_of};
+
+    use v4l::v4l2::vidioc;
+    use v4l::v4l_sys::*;
+
+    #[repr(C)]
+    struct Entry {
+        name: *const c_char,
+        value: u64,
+    }
+
+    extern "C" {
+        static lookout_v4l2_layout: [Entry; 0];
+        static lookout_v4l2_layout_len: usize;
+    }
+
+    fn c_side() -> Vec<(String, u64)> {
+        // SAFETY: the C file defines the array with `lookout_v4l2_layout_len` entries, each name a static
+        // NUL-terminated string.
+        unsafe {
+            let entries = std::slice::from_raw_parts(lookout_v4l2_layout.as_ptr(), lookout_v4l2_layout_len);
+            entries.iter().map(|e| (CStr::from_ptr(e.name).to_string_lossy().into_owned(), e.value)).collect()
+        }
+    }
+
+    macro_rules! size {
+        ($v:ident, $t:ident) => {
+            $v.push((format!("size {}", stringify!($t)), size_of::<$t>() as u64));
+            $v.push((format!("align {}", stringify!($t)), align_of::<$t>() as u64));
+        };
+    }
+    macro_rules! off {
+        ($v:ident, $t:ident, $f:ident) => {
+            $v.push((format!("offset {}.{}", stringify!($t), stringify!($f)), offset_of!($t, $f) as u64));
+        };
+    }
+    macro_rules! ioctl {
+        ($v:ident, $c:ident) => {
+            $v.push((format!("ioctl {}", stringify!($c)), vidioc::$c as u64));
+        };
+    }
+
+    #[test]
+    fn bindings_match_the_c_compiler_for_this_target() {
+        let mut r = Vec::new();
+        size!(r, v4l2_capability);
+        size!(r, v4l2_fmtdesc);
+        size!(r, v4l2_frmsizeenum);
+        size!(r, v4l2_frmivalenum);
+        size!(r, v4l2_pix_format);
+        size!(r, v4l2_format);
+        size!(r, v4l2_streamparm);
+        size!(r, v4l2_requestbuffers);
+        size!(r, v4l2_buffer);
+        size!(r, v4l2_plane);
+        size!(r, timeval);
+        off!(r, v4l2_buffer, bytesused);
+        off!(r, v4l2_buffer, flags);
+        off!(r, v4l2_buffer, timestamp);
+        off!(r, v4l2_buffer, sequence);
+        off!(r, v4l2_buffer, memory);
+        off!(r, v4l2_buffer, m);
+        off!(r, v4l2_buffer, length);
+        off!(r, v4l2_format, fmt);
+        off!(r, v4l2_pix_format, bytesperline);
+        off!(r, v4l2_pix_format, sizeimage);
+        off!(r, v4l2_streamparm, parm);
+        // `discrete` sits in an anonymous union, which bindgen names `__bindgen_anon_1`.
+        r.push(("offset v4l2_frmsizeenum.discrete".into(), offset_of!(v4l2_frmsizeenum, __bindgen_anon_1) as u64));
+        r.push(("offset v4l2_frmivalenum.discrete".into(), offset_of!(v4l2_frmivalenum, __bindgen_anon_1) as u64));
+        ioctl!(r, VIDIOC_QUERYCAP);
+        ioctl!(r, VIDIOC_ENUM_FMT);
+        ioctl!(r, VIDIOC_G_FMT);
+        ioctl!(r, VIDIOC_S_FMT);
+        ioctl!(r, VIDIOC_REQBUFS);
+        ioctl!(r, VIDIOC_QUERYBUF);
+        ioctl!(r, VIDIOC_QBUF);
+        ioctl!(r, VIDIOC_DQBUF);
+        ioctl!(r, VIDIOC_STREAMON);
+        ioctl!(r, VIDIOC_STREAMOFF);
+        ioctl!(r, VIDIOC_G_PARM);
+        ioctl!(r, VIDIOC_S_PARM);
+        ioctl!(r, VIDIOC_ENUM_FRAMESIZES);
+        ioctl!(r, VIDIOC_ENUM_FRAMEINTERVALS);
+        let c = c_side();
+        for ((rn, rv), (cn, cv)) in r.iter().zip(&c) {
+            assert_eq!(rn, cn, "the Rust and C tables list different entries");
+            assert_eq!(rv, cv, "{rn}: Rust bindings say {rv}, the C compiler says {cv}");
+        }
+        assert_eq!(r.len(), c.len(), "the Rust and C tables have different lengths");
+        // What this target's layout is, for the log (88/68 bytes for v4l2_buffer on 64/32-bit).
+        eprintln!("v4l2_buffer is {} bytes, v4l2_format {} bytes", size_of::<v4l2_buffer>(), size_of::<v4l2_format>());
+    }
+}

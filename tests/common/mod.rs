@@ -25,9 +25,10 @@ pub fn lookout(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lookout")).args(args).current_dir(root()).output().expect("run lookout")
 }
 
-/// A fresh directory under target/ for one test.
+/// A fresh directory for one test, in cargo's scratch space for integration tests (inside the target
+/// directory, wherever `CARGO_TARGET_DIR` puts it).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = root().join("target/test-scratch").join(name);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-scratch").join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
