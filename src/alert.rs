@@ -5,7 +5,7 @@
 //! verify them:
 //!
 //! `$LKALR,<seq>,<unix_ms>,<camera>,<class>,<score 2 decimals>,<x1>,<y1>,<x2>,<y2>*<CS>\r\n` (an alert)
-//! `$LKEVT,<seq>,<unix_ms>,<camera>,<event>*<CS>\r\n` (`camera_lost`, `camera_restored`)
+//! `$LKEVT,<seq>,<unix_ms>,<camera>,<event>*<CS>\r\n` (`camera_lost`, `camera_restored`, `internal_error`)
 //! `$LKHBT,<seq>,<unix_ms>,<camera>,<capture_fps>,<infer_fps>,<dropped>*<CS>\r\n` (a heartbeat)
 //!
 //! where CS is the XOR of every byte between `$` and `*` in two upper-case hex digits and the box is in
@@ -28,8 +28,9 @@ use embedded_hal::digital::{ErrorType, OutputPin};
 use crate::capture::supervisor::CameraEvent;
 use crate::rules::Alert;
 
-/// One sentence, formatted in place. 160 bytes holds any `$LKALR` with a 32-byte camera name and label.
-pub type Sentence = heapless::String<160>;
+/// One sentence, formatted in place. 192 bytes holds any `$LKALR`: a 32-byte camera name and label,
+/// 20-digit sequence and timestamp, box coordinates clamped to ±99999.
+pub type Sentence = heapless::String<192>;
 
 /// XOR of the bytes of `body` (the part between `$` and `*`).
 pub fn checksum(body: &[u8]) -> u8 {
@@ -53,16 +54,29 @@ pub fn sentence(
 
 /// Formats an alert as a `$LKALR` sentence.
 pub fn alert_sentence(out: &mut Sentence, seq: u64, a: &Alert, camera: &str, label: &str) -> std::fmt::Result {
-    let b = a.bbox.map(|v| v.round() as i64);
+    // Boxes are in source pixels; a wild decoder output cannot widen the sentence past its buffer.
+    let b = a.bbox.map(|v| if v.is_finite() { v.round().clamp(-99_999.0, 99_999.0) as i64 } else { 0 });
     sentence(out, "LKALR", |s| {
         write!(s, "{},{},{},{},{:.2},{},{},{},{}", seq, a.unix_ms, camera, label, a.score, b[0], b[1], b[2], b[3])
     })
 }
 
-/// Formats a camera event as a `$LKEVT` sentence.
-pub fn event_sentence(out: &mut Sentence, seq: u64, unix_ms: u64, camera: &str, ev: CameraEvent) -> std::fmt::Result {
-    sentence(out, "LKEVT", |s| write!(s, "{seq},{unix_ms},{camera},{}", ev.name()))
+/// Formats an event (`camera_lost`, `camera_restored`, `internal_error`) as a `$LKEVT` sentence.
+pub fn event_sentence(out: &mut Sentence, seq: u64, unix_ms: u64, camera: &str, event: &str) -> std::fmt::Result {
+    sentence(out, "LKEVT", |s| write!(s, "{seq},{unix_ms},{camera},{event}"))
 }
+
+/// Whether `text` can go into a sentence field: printable ASCII (spaces allowed), none of the framing
+/// characters `$ , * \r \n`, at most [`MAX_FIELD`] bytes. Labels and camera names are checked with it
+/// when they are read, so nothing from a file can forge or break a sentence.
+pub fn field_ok(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_FIELD
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b) && !b"$,*".contains(&b))
+}
+
+/// Longest label or camera name in a sentence (bytes).
+pub const MAX_FIELD: usize = 32;
 
 /// What a heartbeat reports: rates over the interval since the previous one, drops since start.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -228,6 +242,31 @@ impl OutputPin for AnyPin {
     }
 }
 
+/// Finds a GPIO chip by device path or label (see [`AnyPin::cdev`]).
+fn find_chip(chip: &Path) -> anyhow::Result<gpio_cdev::Chip> {
+    use anyhow::Context;
+    if chip.is_absolute() {
+        return gpio_cdev::Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()));
+    }
+    let label = chip.to_string_lossy();
+    for c in gpio_cdev::chips().context("listing GPIO chips")?.flatten() {
+        if c.label() == label {
+            return Ok(c);
+        }
+    }
+    anyhow::bail!("no GPIO chip labelled {label:?} (gpiodetect lists them)")
+}
+
+/// `lookout check`: the chip is there and has `line` (without requesting it: a running lookout may hold
+/// it).
+pub fn check_line(chip: &Path, line: u32) -> anyhow::Result<()> {
+    let c = find_chip(chip)?;
+    if line >= c.num_lines() {
+        anyhow::bail!("{} has {} lines; there is no line {line}", chip.display(), c.num_lines());
+    }
+    Ok(())
+}
+
 impl AnyPin {
     /// Requests `line` on `chip` as an output, initially at the electrical level that means "off".
     /// `chip` is a device path (`/dev/gpiochip0`) or a chip label (`pinctrl-rp1`), which stays right when
@@ -235,19 +274,7 @@ impl AnyPin {
     /// `consumer` is the label `gpioinfo` and debugfs show for the line.
     pub fn cdev(chip: &Path, line: u32, active_low: bool, consumer: &str) -> anyhow::Result<AnyPin> {
         use anyhow::Context;
-        let mut c = if chip.is_absolute() {
-            gpio_cdev::Chip::new(chip).with_context(|| format!("opening GPIO chip {}", chip.display()))?
-        } else {
-            let label = chip.to_string_lossy();
-            let mut found = None;
-            for c in gpio_cdev::chips().context("listing GPIO chips")?.flatten() {
-                if c.label() == label {
-                    found = Some(c);
-                    break;
-                }
-            }
-            found.with_context(|| format!("no GPIO chip labelled {label:?} (gpiodetect lists them)"))?
-        };
+        let mut c = find_chip(chip)?;
         let l = c.get_line(line).with_context(|| format!("{}: no line {line}", chip.display()))?;
         let off = u8::from(active_low);
         let handle = l
@@ -288,8 +315,8 @@ impl<P: OutputPin> GpioSink<P> {
         if self.on_until.is_none() {
             self.drive(true);
         }
-        self.pulses += 1;
-        self.on_until = Some(now + self.pulse);
+        self.pulses = self.pulses.saturating_add(1);
+        self.on_until = Some(now.checked_add(self.pulse).unwrap_or(now));
     }
 
     /// Call regularly: switches off once the pulse has lasted long enough.
@@ -377,7 +404,7 @@ impl<P: OutputPin> Sinks<P> {
     }
 
     fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         self.seq
     }
 
@@ -389,8 +416,9 @@ impl<P: OutputPin> Sinks<P> {
     /// Sends an alert on every sink: sentence, log line, alarm pulse. Returns its sequence number.
     pub fn alert(&mut self, a: &Alert, label: &str, now: Instant) -> u64 {
         let seq = self.next_seq();
-        if alert_sentence(&mut self.sentence, seq, a, &self.camera, label).is_ok() {
-            self.serial.send(&self.sentence);
+        match alert_sentence(&mut self.sentence, seq, a, &self.camera, label) {
+            Ok(()) => self.serial.send(&self.sentence),
+            Err(_) => log::error!("alert {seq}: the sentence does not fit its buffer; not sent"),
         }
         log::info!("alert {seq}: {label} {:.2} in frame {} ({} ms)", a.score, a.frame, a.pts_ms);
         self.alarm.trigger(now);
@@ -400,7 +428,7 @@ impl<P: OutputPin> Sinks<P> {
     /// Sends a camera event on every sink: sentence, log line, fault line.
     pub fn event(&mut self, ev: CameraEvent, unix_ms: u64) {
         let seq = self.next_seq();
-        if event_sentence(&mut self.sentence, seq, unix_ms, &self.camera, ev).is_ok() {
+        if event_sentence(&mut self.sentence, seq, unix_ms, &self.camera, ev.name()).is_ok() {
             self.serial.send(&self.sentence);
         }
         match ev {
@@ -410,6 +438,15 @@ impl<P: OutputPin> Sinks<P> {
         if let Some(f) = &mut self.fault {
             f.set(ev == CameraEvent::Lost);
         }
+    }
+
+    /// Reports that lookout failed inside (a panic was caught) and is about to exit for a restart.
+    pub fn internal_error(&mut self, unix_ms: u64) {
+        let seq = self.next_seq();
+        if event_sentence(&mut self.sentence, seq, unix_ms, &self.camera, "internal_error").is_ok() {
+            self.serial.send(&self.sentence);
+        }
+        log::error!("event {seq}: {} internal_error", self.camera);
     }
 
     /// Sends a heartbeat sentence.

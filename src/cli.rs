@@ -5,13 +5,13 @@
 //! through the real binary. Arguments are few and fixed, so they are parsed by hand.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::capture::{CaptureError, FrameSource, Next};
 use crate::config::{Config, SourceKind};
 use crate::frame::Frame;
 use crate::model::{Model, ModelError, ModelSource, SelfTestReport};
-use crate::pipeline::{self, Analyzer, FrameMeta};
+use crate::pipeline::{self, Analyzer, Failpoints, FrameMeta};
+use crate::shutdown::Shutdown;
 
 const USAGE: &str = "\
 lookout: edge camera sensor (frames -> ONNX detector -> rules -> serial/GPIO alerts)
@@ -31,18 +31,12 @@ usage:
 
 RUST_LOG=debug|info|warn sets the log level (default info, on stderr).";
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+/// The stop that SIGTERM and SIGINT trigger (see [`crate::shutdown`]).
+fn signals() -> Result<Shutdown, i32> {
+    Shutdown::from_signals().map_err(|e| {
+        eprintln!("lookout: cannot install the signal handlers: {e}");
+        1
+    })
 }
 
 struct Args {
@@ -50,15 +44,22 @@ struct Args {
     config: Option<PathBuf>,
     model: Option<PathBuf>,
     source: Option<PathBuf>,
-    fps: f64,
+    fps: crate::config::Fps,
     json: bool,
     /// `--frames N`: stop after N frames (bench: how many to time, default 100).
     frames: Option<usize>,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Args, String> {
-    let mut a =
-        Args { command: "run".into(), config: None, model: None, source: None, fps: 25.0, json: false, frames: None };
+    let mut a = Args {
+        command: "run".into(),
+        config: None,
+        model: None,
+        source: None,
+        fps: crate::config::Fps(25.0),
+        json: false,
+        frames: None,
+    };
     let mut it = args.into_iter().peekable();
     if let Some(first) = it.peek() {
         if !first.starts_with('-') {
@@ -71,7 +72,11 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             "--config" | "-c" => a.config = Some(value("--config")?.into()),
             "--model" | "-m" => a.model = Some(value("--model")?.into()),
             "--source" | "-s" => a.source = Some(value("--source")?.into()),
-            "--fps" => a.fps = value("--fps")?.parse().map_err(|_| "--fps needs a number".to_string())?,
+            "--fps" => {
+                // The same bounds as `source.fps` in the config: 0, NaN, infinities are refused.
+                let v: f64 = value("--fps")?.parse().map_err(|_| "--fps needs a number".to_string())?;
+                a.fps = crate::config::Fps::try_from(v).map_err(|e| format!("--fps: {e}"))?;
+            }
             "--json" => a.json = true,
             "--frames" => {
                 a.frames = Some(value("--frames")?.parse().map_err(|_| "--frames needs a number".to_string())?)
@@ -199,9 +204,13 @@ fn cmd_check(args: &Args) -> i32 {
             println!(
                 "ok: model {} (sha256 {}…) passed its self-test ({})",
                 m.manifest.name,
-                &m.manifest.sha256[..12.min(m.manifest.sha256.len())],
+                m.manifest.sha256.get(..12).unwrap_or(&m.manifest.sha256),
                 describe(&report)
             );
+            if let Err(e) = check_devices(&cfg) {
+                eprintln!("lookout: config error: {e}");
+                return 2;
+            }
             if let Some(p) = &args.config {
                 println!("ok: config {}", p.display());
             }
@@ -214,6 +223,51 @@ fn cmd_check(args: &Args) -> i32 {
     }
 }
 
+/// `check`: what the config points at must be there: the clip must open and parse, the serial port must
+/// be a tty, the GPIO chip must have the lines. A camera may be absent (lookout waits for it): noted.
+fn check_devices(cfg: &Config) -> Result<(), crate::config::ConfigError> {
+    let stop = Shutdown::new().map_err(|e| cfg.error_at("source", "path", e.to_string()))?;
+    match cfg.source.kind {
+        SourceKind::V4l2 => {
+            let dev = cfg.source.device.clone().unwrap_or_default();
+            if dev.exists() {
+                println!("ok: camera {}", dev.display());
+            } else {
+                println!(
+                    "note: camera {} is not there now; lookout will report camera_lost and wait for it",
+                    dev.display()
+                );
+            }
+        }
+        SourceKind::Mjpeg | SourceKind::Y4m => {
+            let s = pipeline::open_source(cfg, &stop).map_err(|e| cfg.error_at("source", "path", e.to_string()))?;
+            let i = s.info();
+            println!(
+                "ok: source {} ({}x{} at {} fps)",
+                cfg.source.path.clone().unwrap_or_default().display(),
+                i.width,
+                i.height,
+                i.fps
+            );
+        }
+        SourceKind::Builtin | SourceKind::Synthetic => {}
+    }
+    if let Some(p) = &cfg.serial.port {
+        crate::alert::open_tty(p, cfg.serial.baud.0)
+            .map_err(|e| cfg.error_at("serial", "port", format!("{}: {e}", p.display())))?;
+        println!("ok: serial port {}", p.display());
+    }
+    if let (Some(chip), Some(line)) = (&cfg.gpio.chip, cfg.gpio.line) {
+        crate::alert::check_line(chip, line).map_err(|e| cfg.error_at("gpio", "line", format!("{e:#}")))?;
+        if let Some(l) = cfg.gpio.camera_lost_line {
+            crate::alert::check_line(chip, l)
+                .map_err(|e| cfg.error_at("gpio", "camera_lost_line", format!("{e:#}")))?;
+        }
+        println!("ok: GPIO chip {} line {line}", chip.display());
+    }
+    Ok(())
+}
+
 fn cmd_run(args: &Args) -> i32 {
     let (cfg, model, report) = match config_and_model(args) {
         Ok(v) => v,
@@ -223,19 +277,34 @@ fn cmd_run(args: &Args) -> i32 {
         return code;
     }
     log::info!("{}; model {} self-test passed ({})", version(), model.manifest.name, describe(&report));
+    let faults = match std::env::var("LOOKOUT_FAILPOINT") {
+        Ok(spec) => match Failpoints::parse(&spec) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("lookout: LOOKOUT_FAILPOINT: {e}");
+                return 2;
+            }
+        },
+        Err(_) => Failpoints::default(),
+    };
+    let stop = match signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // A serial port or GPIO chip that is missing or fails is a device fault (exit 1: systemd retries);
+    // a config that names it badly was refused above (exit 2).
     let analyzer = match pipeline::open_sinks(&cfg, None).and_then(|sinks| Analyzer::new(model, &cfg, sinks)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lookout: {e:#}");
-            return 2;
+            return 1;
         }
     };
-    install_signal_handlers();
     let mut notifier = crate::service::Notifier::from_env();
     if notifier.active() {
         log::info!("systemd notify socket found: readiness and watchdog enabled");
     }
-    match pipeline::run(&cfg, analyzer, &STOP, &mut notifier) {
+    match pipeline::run(&cfg, analyzer, &stop, &mut notifier, faults) {
         Ok(s) => {
             log::info!(
                 "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} inference errors, mean {:.1} ms per frame",
@@ -262,7 +331,7 @@ fn apply_source(cfg: &mut Config, args: &Args) {
         cfg.source.kind =
             if path.extension().is_some_and(|e| e == "y4m") { SourceKind::Y4m } else { SourceKind::Mjpeg };
         cfg.source.path = Some(path.clone());
-        cfg.source.fps = crate::config::Fps(args.fps);
+        cfg.source.fps = args.fps;
     }
 }
 
@@ -283,7 +352,11 @@ fn cmd_bench(args: &Args) -> i32 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let result = pipeline::open_source(&cfg)
+    let stop = match signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = pipeline::open_source(&cfg, &stop)
         .map_err(anyhow::Error::from)
         .and_then(|mut source| crate::bench::run(&mut model, source.as_mut(), args.frames.unwrap_or(100)));
     match result {
@@ -312,14 +385,18 @@ fn cmd_detect(args: &Args) -> i32 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let mut source = match pipeline::open_source(&cfg) {
+    let stop = match signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut source = match pipeline::open_source(&cfg, &stop) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lookout: {e}");
             return 1;
         }
     };
-    match detect_loop(&mut model, source.as_mut(), cfg.source.frames) {
+    match detect_loop(&mut model, source.as_mut(), cfg.source.frames, &stop) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("lookout: {e:#}");
@@ -328,24 +405,30 @@ fn cmd_detect(args: &Args) -> i32 {
     }
 }
 
-fn detect_loop(model: &mut Model, source: &mut dyn FrameSource, limit: Option<u64>) -> anyhow::Result<()> {
+fn detect_loop(
+    model: &mut Model,
+    source: &mut dyn FrameSource,
+    limit: Option<u64>,
+    stop: &Shutdown,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let mut frame = Frame::with_capacity(source.info().frame_len());
     let mut dets = Vec::with_capacity(model.max_candidates());
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut done = 0u64;
-    while limit.is_none_or(|n| done < n) {
+    while limit.is_none_or(|n| done < n) && !stop.is_set() {
         match source.next_frame(&mut frame) {
             Ok(Next::Frame) => {}
             Ok(Next::End) => break,
+            Err(CaptureError::Io(e)) if crate::shutdown::is_stopped(&e) => break,
             Err(CaptureError::Corrupt { index, reason }) => {
                 log::warn!("skipping corrupt frame {index}: {reason}");
                 continue;
             }
             Err(e) => return Err(e.into()),
         }
-        done += 1;
+        done = done.saturating_add(1);
         let meta = FrameMeta::from(&frame);
         let geom = model.preprocessor.run(&frame, model.engine.input_mut());
         model.engine.run()?;

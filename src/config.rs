@@ -91,20 +91,32 @@ impl TryFrom<u32> for Slots {
     }
 }
 
-/// Frames per second, > 0 and <= 1000.
+/// Slowest frame rate lookout takes (frames per second): one frame every 10 s. Slower "cameras" are
+/// time-lapse devices, and a rate near zero would make every wait between frames practically endless.
+pub const MIN_FPS: f64 = 0.1;
+/// Fastest frame rate lookout takes (frames per second).
+pub const MAX_FPS: f64 = 1000.0;
+
+/// Frames per second, [`MIN_FPS`]..=[`MAX_FPS`] (NaN and infinities are refused).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(try_from = "f64")]
 pub struct Fps(pub f64);
 impl TryFrom<f64> for Fps {
     type Error = String;
     fn try_from(v: f64) -> Result<Self, String> {
-        if v > 0.0 && v <= 1000.0 {
+        if (MIN_FPS..=MAX_FPS).contains(&v) {
             Ok(Fps(v))
         } else {
-            Err(format!("{v} is not a frame rate (0 < fps <= 1000)"))
+            Err(format!("{v} is not a frame rate ({MIN_FPS} <= fps <= {MAX_FPS})"))
         }
     }
 }
+
+/// Longest alarm pulse (milliseconds). A stop switches the line off at once whatever the pulse.
+pub const MAX_PULSE_MS: u64 = 60_000;
+/// Longest stall timeout (milliseconds): below the systemd unit's `WatchdogSec=15s`, so a stalled
+/// camera is declared lost (and the watchdog fed while it is retried) before systemd gives up on us.
+pub const MAX_STALL_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -322,6 +334,17 @@ impl Default for GpioConfig {
     }
 }
 
+/// The checks a rule's `confirm_frames` and `min_area` need, top level and per class: the key and why.
+fn check_rule(confirm_frames: u32, min_area: f32) -> Result<(), (&'static str, String)> {
+    if !(1..=10_000).contains(&confirm_frames) {
+        return Err(("confirm_frames", "must be 1..10000".into()));
+    }
+    if !min_area.is_finite() || min_area < 0.0 {
+        return Err(("min_area", format!("{min_area} is not an area (a finite number >= 0, in pixels²)")));
+    }
+    Ok(())
+}
+
 /// 1-based line and column of byte offset `at` in `text`.
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at.min(text.len())];
@@ -403,11 +426,15 @@ impl Config {
                         }
                         Some(_) => {}
                     }
-                    if !(100..=600_000).contains(&cfg.source.stall_timeout_ms) {
-                        return Err(err("source", "stall_timeout_ms", "must be 100..600000 (10 minutes)".into()));
+                    if !(100..=MAX_STALL_TIMEOUT_MS).contains(&cfg.source.stall_timeout_ms) {
+                        return Err(err(
+                            "source",
+                            "stall_timeout_ms",
+                            format!("must be 100..{MAX_STALL_TIMEOUT_MS} (below the service's 15 s watchdog)"),
+                        ));
                     }
-                    if cfg.source.retry_max_ms < 250 {
-                        return Err(err("source", "retry_max_ms", "must be at least 250".into()));
+                    if !(250..=600_000).contains(&cfg.source.retry_max_ms) {
+                        return Err(err("source", "retry_max_ms", "must be 250..600000 (10 minutes)".into()));
                     }
                 }
             }
@@ -437,11 +464,22 @@ impl Config {
         if cfg.heartbeat.interval_ms != 0 && cfg.heartbeat.interval_ms < 100 {
             return Err(err("heartbeat", "interval_ms", "must be 0 (off) or at least 100".into()));
         }
-        if cfg.rules.confirm_frames == 0 {
-            return Err(err("rules", "confirm_frames", "must be at least 1".into()));
+        if !(10..=MAX_PULSE_MS).contains(&cfg.gpio.pulse_ms) {
+            return Err(err("gpio", "pulse_ms", format!("must be 10..{MAX_PULSE_MS} (one minute)")));
         }
-        if cfg.rules.min_area < 0.0 {
-            return Err(err("rules", "min_area", "must not be negative".into()));
+        let r = &cfg.rules;
+        if r.classes.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(err(
+                "rules",
+                "classes",
+                "is empty: name the labels that may alert (leave it out for the model's alert classes)".into(),
+            ));
+        }
+        check_rule(r.confirm_frames, r.min_area).map_err(|(key, m)| err("rules", key, m))?;
+        for (label, c) in &r.class {
+            let table = format!("rules.class.{label}");
+            check_rule(c.confirm_frames.unwrap_or(1), c.min_area.unwrap_or(0.0))
+                .map_err(|(key, m)| err(&table, key, m))?;
         }
         Ok(cfg)
     }

@@ -75,6 +75,58 @@ impl DecoderKind {
         }
     }
 
+    /// The number of classes the family has by design (the face detectors: one), if fixed.
+    pub fn fixed_classes(self) -> Option<usize> {
+        match self {
+            DecoderKind::Fastestdet => None,
+            DecoderKind::Ultraface | DecoderKind::Yunet => Some(1),
+        }
+    }
+
+    /// Checks that outputs of these lengths are what this family gives for `classes` classes at a
+    /// `w` x `h` input: a manifest whose labels do not match the model is refused at load, not left to
+    /// decode nothing forever.
+    pub fn check_outputs(self, lens: &[usize], classes: usize, w: usize, h: usize) -> Result<(), String> {
+        let len = |i: usize| lens.get(i).copied().unwrap_or(0);
+        match self {
+            DecoderKind::Fastestdet => {
+                let ch = classes.saturating_add(5);
+                let grid = [8usize, 16, 32].into_iter().find(|s| {
+                    let (gw, gh) = (w / s, h / s);
+                    gw == gh && gw.saturating_mul(gh).saturating_mul(ch) == len(0)
+                });
+                if grid.is_none() {
+                    return Err(format!(
+                        "its output has {} values, not (5 + {classes} classes) x a square grid of a {w}x{h} input",
+                        len(0)
+                    ));
+                }
+            }
+            DecoderKind::Ultraface => {
+                if len(0) % 2 != 0 || len(1) % 4 != 0 || len(0) / 2 != len(1) / 4 || len(0) == 0 {
+                    return Err(format!(
+                        "scores ({}) and boxes ({}) do not pair up as N x 2 and N x 4",
+                        len(0),
+                        len(1)
+                    ));
+                }
+            }
+            DecoderKind::Yunet => {
+                for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
+                    let cells = (w / stride).saturating_mul(h / stride);
+                    let got = (len(k), len(k.saturating_add(3)), len(k.saturating_add(6)));
+                    if got != (cells, cells, cells.saturating_mul(4)) || cells == 0 {
+                        return Err(format!(
+                            "stride {stride} outputs {got:?}, want ({cells}, {cells}, {})",
+                            cells.saturating_mul(4)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Most candidates one frame can produce (the capacity of the candidate vector).
     pub fn max_candidates(self, output_lens: &[usize]) -> usize {
         match self {
@@ -165,7 +217,8 @@ impl Decoder {
             DecoderKind::Yunet => {
                 for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
                     let (cls, obj, bbox) = (outputs(k), outputs(3 + k), outputs(6 + k));
-                    let cols = self.input_w / stride;
+                    // At least 1: a manifest narrower than the stride would divide by zero below.
+                    let cols = (self.input_w / stride).max(1);
                     let n = cls.len().min(obj.len()).min(bbox.len() / 4);
                     let s = stride as f32;
                     for i in 0..n {

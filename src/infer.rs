@@ -98,7 +98,7 @@ impl Engine {
 
     /// Element count of output `i` (known from load).
     pub fn output_len(&self, i: usize) -> usize {
-        self.output_lens[i]
+        self.output_lens.get(i).copied().unwrap_or(0)
     }
 
     /// Output `i` of the last run as a flat f32 slice (empty before the first run).

@@ -22,7 +22,7 @@
 //! - [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]: frame to detections.
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`rules`]: when a detection becomes an alert. [`alert`]: where alerts go.
-//! - [`service`]: systemd readiness and watchdog.
+//! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
 //! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.
 
 pub mod alert;
@@ -39,3 +39,4 @@ pub mod preprocess;
 pub mod ring;
 pub mod rules;
 pub mod service;
+pub mod shutdown;

@@ -165,43 +165,112 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads a binary PPM (P6, maxval 255) into an RGB frame.
+/// Largest self-test image side (pixels): model inputs are far smaller.
+const MAX_PPM_SIDE: u32 = 4096;
+
+/// Reads a binary PPM (P6, maxval 255) into an RGB frame. A header that lies about the size, or an
+/// image without its pixels, is an error, never a panic or a huge allocation.
 pub fn read_ppm(bytes: &[u8]) -> Result<Frame, String> {
-    let mut fields = Vec::with_capacity(4);
-    let mut i = 0;
+    let mut fields: Vec<&str> = Vec::with_capacity(4);
+    let mut i = 0usize;
+    let at = |i: usize| bytes.get(i).copied();
     while fields.len() < 4 {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
+        while at(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i = i.saturating_add(1);
         }
-        if i < bytes.len() && bytes[i] == b'#' {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
+        if at(i) == Some(b'#') {
+            while at(i).is_some_and(|b| b != b'\n') {
+                i = i.saturating_add(1);
             }
             continue;
         }
         let start = i;
-        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-            i += 1;
+        while at(i).is_some_and(|b| !b.is_ascii_whitespace()) {
+            i = i.saturating_add(1);
         }
         if start == i {
             return Err("PPM header is incomplete".into());
         }
-        fields.push(std::str::from_utf8(&bytes[start..i]).map_err(|_| "PPM header is not text")?);
+        let field = bytes.get(start..i).ok_or("PPM header is incomplete")?;
+        fields.push(std::str::from_utf8(field).map_err(|_| "PPM header is not text")?);
     }
-    if fields[0] != "P6" || fields[3] != "255" {
+    let [magic, w, h, maxval] = fields[..] else { return Err("PPM header is incomplete".into()) };
+    if magic != "P6" || maxval != "255" {
         return Err("only binary PPM (P6, maxval 255) is supported".into());
     }
-    let w: u32 = fields[1].parse().map_err(|_| "bad PPM width")?;
-    let h: u32 = fields[2].parse().map_err(|_| "bad PPM height")?;
-    let data = &bytes[i + 1..];
-    let len = PixelFormat::Rgb24.frame_len(w, h);
-    if data.len() < len {
-        return Err(format!("PPM has {} pixel bytes, {w}x{h} needs {len}", data.len()));
+    let w: u32 = w.parse().map_err(|_| "bad PPM width")?;
+    let h: u32 = h.parse().map_err(|_| "bad PPM height")?;
+    if w == 0 || h == 0 || w > MAX_PPM_SIDE || h > MAX_PPM_SIDE {
+        return Err(format!("PPM size {w}x{h} is not usable (1..{MAX_PPM_SIDE} each way)"));
     }
+    // One whitespace byte ends the header; the pixels follow.
+    let data = bytes.get(i.saturating_add(1)..).unwrap_or(&[]);
+    let len = PixelFormat::Rgb24.frame_len(w, h);
+    let pixels = data.get(..len).ok_or_else(|| format!("PPM has {} pixel bytes, {w}x{h} needs {len}", data.len()))?;
     let mut f = Frame::with_capacity(len);
-    f.data.copy_from_slice(&data[..len]);
+    f.data.copy_from_slice(pixels);
     (f.len, f.width, f.height, f.format) = (len, w, h, PixelFormat::Rgb24);
     Ok(f)
+}
+
+/// Checks the values of a parsed manifest that the types cannot: what a hand-edited or hostile manifest
+/// could get wrong. Every problem is a refusal with the field named.
+pub fn validate(m: &Manifest) -> Result<(), String> {
+    if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("sha256 {:?} is not 64 hexadecimal digits", m.sha256));
+    }
+    if m.labels.is_empty() || m.labels.len() > usize::from(u16::MAX) {
+        return Err(format!("labels: {} labels (want 1..{})", m.labels.len(), u16::MAX));
+    }
+    if let Some(l) = m.labels.iter().find(|l| !crate::alert::field_ok(l)) {
+        return Err(format!(
+            "labels: {l:?} cannot go into a sentence (1..{} printable ASCII characters, none of $ , *)",
+            crate::alert::MAX_FIELD
+        ));
+    }
+    if let Some(c) = m.alert_classes.iter().find(|c| !m.labels.contains(c)) {
+        return Err(format!("alert_classes: {c:?} is not in labels"));
+    }
+    let [n, c, h, w] = m.input.shape;
+    let min_side = if m.decoder.kind == DecoderKind::Yunet { 32 } else { 16 };
+    if n != 1 || c != 3 || !(min_side..=4096).contains(&h) || !(min_side..=4096).contains(&w) {
+        return Err(format!("input.shape {:?} must be [1, 3, H, W] with H and W in {min_side}..4096", m.input.shape));
+    }
+    let i = &m.input;
+    if !i.scale.is_finite()
+        || i.mean.iter().any(|v| !v.is_finite())
+        || i.std.iter().any(|v| !v.is_finite() || *v == 0.0)
+    {
+        return Err("input: scale, mean and std must be finite numbers, std not 0".into());
+    }
+    if !(0.0..=255.0).contains(&i.pad) {
+        return Err(format!("input.pad {} is not a pixel value 0..255", i.pad));
+    }
+    let d = &m.decoder;
+    for (name, v) in [("score_threshold", d.score_threshold), ("nms_iou", d.nms_iou)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!("decoder.{name} {v} is not between 0 and 1"));
+        }
+    }
+    if d.outputs.len() != d.kind.output_count() {
+        return Err(format!(
+            "decoder {:?} needs {} outputs, decoder.outputs lists {}",
+            d.kind,
+            d.kind.output_count(),
+            d.outputs.len()
+        ));
+    }
+    if d.kind.fixed_classes().is_some_and(|k| k != m.labels.len()) {
+        return Err(format!("labels: decoder {:?} has exactly 1 class, the manifest lists {}", d.kind, m.labels.len()));
+    }
+    let st = &m.selftest;
+    if !(st.atol.is_finite() && st.atol >= 0.0 && st.rtol.is_finite() && st.rtol >= 0.0) {
+        return Err("selftest: atol and rtol must be finite and >= 0".into());
+    }
+    if !(0.0..=1.0).contains(&st.max_mismatch) {
+        return Err(format!("selftest.max_mismatch {} is not a fraction 0..1", st.max_mismatch));
+    }
+    Ok(())
 }
 
 /// A model ready to run: engine, preprocessing and decoding, as its manifest describes.
@@ -228,31 +297,23 @@ impl Model {
         let text = source.manifest_text().map_err(&merr)?;
         let text = std::str::from_utf8(&text).map_err(|_| merr("manifest is not UTF-8".into()))?;
         let manifest: Manifest = toml::from_str(text).map_err(|e| merr(e.to_string()))?;
-        let [n, c, h, w] = manifest.input.shape;
-        if n != 1 || c != 3 || h == 0 || w == 0 {
-            return Err(merr(format!("input.shape {:?} must be [1, 3, H, W]", manifest.input.shape)));
-        }
-        if manifest.decoder.outputs.len() != manifest.decoder.kind.output_count() {
-            return Err(merr(format!(
-                "decoder {:?} needs {} outputs, decoder.outputs lists {}",
-                manifest.decoder.kind,
-                manifest.decoder.kind.output_count(),
-                manifest.decoder.outputs.len()
-            )));
-        }
-        if manifest.labels.is_empty() {
-            return Err(merr("labels is empty".into()));
-        }
-        if let Some(c) = manifest.alert_classes.iter().find(|c| !manifest.labels.contains(c)) {
-            return Err(merr(format!("alert_classes: {c:?} is not in labels")));
-        }
+        validate(&manifest).map_err(&merr)?;
+        let [_, _, h, w] = manifest.input.shape;
         let bytes = source.read(&manifest.file).map_err(&merr)?;
         let actual = sha256_hex(&bytes);
-        if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
+        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
             return Err(ModelError::Sha256 { path: manifest.file.clone(), expected: manifest.sha256.clone(), actual });
         }
         let engine = Engine::load(&bytes, manifest.input.shape, manifest.decoder.outputs.len())
             .map_err(|source| ModelError::Load { path: manifest.file.clone(), source })?;
+        // The labels must be the model's classes: a count that does not match decodes to nothing (or
+        // to the wrong classes) forever.
+        let lens: Vec<usize> = (0..engine.output_count()).map(|i| engine.output_len(i)).collect();
+        manifest
+            .decoder
+            .kind
+            .check_outputs(&lens, manifest.labels.len(), w, h)
+            .map_err(|e| merr(format!("the model does not match the manifest: {e}")))?;
         let decoder = Decoder {
             kind: manifest.decoder.kind,
             classes: manifest.labels.len(),
@@ -316,11 +377,12 @@ impl Model {
         self.preprocessor.run(&frame, self.engine.input_mut());
         self.engine.run().map_err(|e| ModelError::Load { path: self.manifest.file.clone(), source: e.into() })?;
         let mut report = SelfTestReport { outputs: Vec::new() };
-        let mut offset = 0;
+        let mut offset = 0usize;
         for i in 0..self.engine.output_count() {
             let ours = self.engine.output(i);
-            let reference = &expected[offset * 4..(offset + ours.len()) * 4];
-            offset += ours.len();
+            let end = offset.saturating_add(ours.len());
+            let reference = expected.get(offset.saturating_mul(4)..end.saturating_mul(4)).unwrap_or(&[]);
+            offset = end;
             let (mut mismatched, mut max_diff) = (0usize, 0f32);
             for (a, e) in ours.iter().zip(reference.chunks_exact(4)) {
                 let e = f32::from_le_bytes([e[0], e[1], e[2], e[3]]);
@@ -333,7 +395,7 @@ impl Model {
                     max_diff = d;
                 }
             }
-            let out_name = self.manifest.decoder.outputs[i].clone();
+            let out_name = self.manifest.decoder.outputs.get(i).cloned().unwrap_or_else(|| format!("output {i}"));
             let frac = mismatched as f64 / ours.len().max(1) as f64;
             if frac > st.max_mismatch {
                 return Err(ModelError::SelfTest {

@@ -4,8 +4,14 @@
 //! inference is the one heavy stage. The capture thread reads (and, for MJPEG, decodes) each frame straight
 //! into a ring slot; the inference thread takes the newest ready slot, preprocesses it into the model input
 //! and gives the slot back at once, so capture can reuse it while the model runs. Everything the inference
-//! side touches per frame ([`Analyzer`]) is allocated when the pipeline is built. Shutdown is a flag passed
-//! in, checked between frames.
+//! side touches per frame ([`Analyzer`]) is allocated when the pipeline is built.
+//!
+//! Stopping and failing: a [`Shutdown`] is passed in; every wait on both threads watches it, so a stop
+//! ends the run within a second whatever the source is doing, with every GPIO line switched off at once
+//! (a pulse in progress is cut short). A panic on either thread is caught, logged, reported as
+//! `$LKEVT,...,internal_error` and makes the run fail (exit 1, so systemd restarts the sensor): never a
+//! half-alive process whose inference loop keeps feeding the watchdog while capture is dead. The
+//! watchdog is fed only while frames are analysed or the camera is known lost ([`Notifier::tick`]).
 //!
 //! A camera is supervised ([`crate::capture::supervisor`]): a read error, a stall or a vanished device
 //! closes it, `camera_lost` goes to every sink and the capture thread reopens it with backoff until frames
@@ -13,6 +19,7 @@
 //! sinks sit behind one lock shared by both threads ([`Sinks`]): alerts and heartbeats come from the
 //! inference thread (so a heartbeat also proves inference is alive), camera events from the capture thread.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -33,6 +40,7 @@ use crate::preprocess::Geometry;
 use crate::ring::{Policy, Ring, Take};
 use crate::rules::{Alert, Rules};
 use crate::service::Notifier;
+use crate::shutdown::Shutdown;
 
 /// The clip the built-in default runs on: 250 frames of street scene, 640x272, 25 fps, MJPEG.
 pub static BUILTIN_CLIP: &[u8] = include_bytes!("../tests/data/bikes.mjpeg");
@@ -55,17 +63,70 @@ pub fn camera_settings(cfg: &Config) -> CameraSettings {
     }
 }
 
-/// Opens the configured source.
-pub fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>, CaptureError> {
+/// Opens the configured source. File reads watch `stop` (a FIFO whose writer stalls).
+pub fn open_source(cfg: &Config, stop: &Shutdown) -> Result<Box<dyn FrameSource>, CaptureError> {
     let s = &cfg.source;
     let path = || s.path.clone().unwrap_or_default();
+    let min = (s.width, s.height);
     Ok(match s.kind {
-        SourceKind::Builtin => Box::new(MjpegSource::new(Box::new(std::io::Cursor::new(BUILTIN_CLIP)), 25.0)?),
-        SourceKind::Mjpeg => Box::new(MjpegSource::open(&path(), s.fps.0)?),
-        SourceKind::Y4m => Box::new(Y4mSource::open(&path())?),
+        SourceKind::Builtin => {
+            Box::new(MjpegSource::new(Box::new(std::io::Cursor::new(BUILTIN_CLIP)), 25.0, (640, 272))?)
+        }
+        SourceKind::Mjpeg => Box::new(MjpegSource::open(&path(), s.fps.0, min, stop)?),
+        SourceKind::Y4m => Box::new(Y4mSource::open(&path(), stop)?),
         SourceKind::Synthetic => Box::new(SyntheticSource::new(s.width, s.height, s.fps.0)),
-        SourceKind::V4l2 => Box::new(V4l2Source::open(&camera_settings(cfg))?),
+        SourceKind::V4l2 => Box::new(V4l2Source::open(&camera_settings(cfg), stop)?),
     })
+}
+
+/// Faults to inject on purpose, for the tests that prove supervision (`LOOKOUT_FAILPOINT`, read once at
+/// start; unset in production). Comma-separated `name@N`: after N frames, `capture-panic` /
+/// `infer-panic` panics on that thread, `capture-hang` / `infer-hang` blocks it (until a stop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failpoints {
+    pub capture_panic: Option<u64>,
+    pub capture_hang: Option<u64>,
+    pub infer_panic: Option<u64>,
+    pub infer_hang: Option<u64>,
+}
+
+impl Failpoints {
+    /// Parses `LOOKOUT_FAILPOINT`'s value.
+    pub fn parse(spec: &str) -> Result<Failpoints, String> {
+        let mut f = Failpoints::default();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, n) = item.split_once('@').ok_or_else(|| format!("failpoint {item:?}: want name@N"))?;
+            let n: u64 = n.parse().map_err(|_| format!("failpoint {item:?}: N is not a number"))?;
+            let slot = match name {
+                "capture-panic" => &mut f.capture_panic,
+                "capture-hang" => &mut f.capture_hang,
+                "infer-panic" => &mut f.infer_panic,
+                "infer-hang" => &mut f.infer_hang,
+                _ => return Err(format!("unknown failpoint {name:?}")),
+            };
+            *slot = Some(n);
+        }
+        Ok(f)
+    }
+
+    fn hit(at: Option<u64>, count: u64, what: &str, stop: &Shutdown) {
+        if at != Some(count) {
+            return;
+        }
+        if what.ends_with("panic") {
+            panic!("failpoint {what}@{count}");
+        }
+        log::warn!("failpoint {what}@{count}: blocking this thread until a stop");
+        while !stop.sleep(Duration::from_secs(3600)) {}
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Locks the sinks. A panic elsewhere while holding them leaves them usable (a sentence at most half
@@ -82,6 +143,8 @@ pub struct Stats {
     pub analysed: AtomicU64,
     pub alerts: AtomicU64,
     pub infer_errors: AtomicU64,
+    /// The camera is known lost (between `camera_lost` and `camera_restored`).
+    pub camera_lost: AtomicBool,
     /// Total inference time (preprocess + run + decode), microseconds.
     pub infer_us: AtomicU64,
 }
@@ -193,7 +256,9 @@ pub struct Summary {
 }
 
 /// The capture thread's loop: fill slots until the source ends, fails, `limit` frames were captured, or
-/// `stop` is set.
+/// `stop` is set. A looping source that gives no good frame in a whole pass (a file truncated while it
+/// runs, a file of nothing but corrupt frames) is a failed source, not a reason to spin.
+#[allow(clippy::too_many_arguments)]
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     ring: &Ring,
@@ -201,26 +266,36 @@ fn capture_loop(
     looping: bool,
     limit: Option<u64>,
     stats: &Stats,
-    stop: &AtomicBool,
+    stop: &Shutdown,
+    faults: Failpoints,
 ) -> Result<(), CaptureError> {
     let start = Instant::now();
     let mut pts_offset = 0u64;
     let mut last_pts = 0u64;
-    let frame_ms = (1000.0 / source.info().fps.max(0.001)).round() as u64;
-    while !stop.load(Ordering::Relaxed) {
-        if limit.is_some_and(|n| stats.captured.load(Ordering::Relaxed) >= n) {
+    let frame_ms = (1000.0 / source.info().fps.max(crate::config::MIN_FPS)).round() as u64;
+    let mut good_this_pass = 0u64;
+    while !stop.is_set() {
+        let captured = stats.captured.load(Ordering::Relaxed);
+        if limit.is_some_and(|n| captured >= n) {
             break;
         }
+        Failpoints::hit(faults.capture_panic, captured, "capture-panic", stop);
+        Failpoints::hit(faults.capture_hang, captured, "capture-hang", stop);
         let Some(i) = ring.acquire() else { break };
         let mut slot = ring.slot(i);
         match source.next_frame(&mut slot) {
             Ok(Next::Frame) => {
-                slot.pts_ms += pts_offset;
+                good_this_pass = good_this_pass.saturating_add(1);
+                slot.pts_ms = slot.pts_ms.saturating_add(pts_offset);
                 last_pts = slot.pts_ms;
                 if pace == Pace::Realtime && !source.info().live {
-                    let due = start + Duration::from_millis(slot.pts_ms);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
+                    let due = start.checked_add(Duration::from_millis(slot.pts_ms));
+                    if let Some(wait) = due.and_then(|d| d.checked_duration_since(Instant::now())) {
+                        if stop.sleep(wait) {
+                            drop(slot);
+                            ring.release(i);
+                            break;
+                        }
                     }
                 }
                 slot.unix_ms = unix_ms_now();
@@ -231,9 +306,18 @@ fn capture_loop(
             Ok(Next::End) => {
                 drop(slot);
                 ring.release(i);
-                if looping && source.rewind()? {
-                    pts_offset = last_pts + frame_ms;
-                    continue;
+                if looping {
+                    if good_this_pass == 0 {
+                        return Err(CaptureError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "the looping source gave no good frame in a whole pass (truncated or damaged while running?)",
+                        )));
+                    }
+                    if source.rewind()? {
+                        good_this_pass = 0;
+                        pts_offset = last_pts.saturating_add(frame_ms);
+                        continue;
+                    }
                 }
                 break;
             }
@@ -242,6 +326,11 @@ fn capture_loop(
                 ring.release(i);
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 log::warn!("skipping corrupt frame {index}: {reason}");
+            }
+            Err(CaptureError::Io(e)) if crate::shutdown::is_stopped(&e) => {
+                drop(slot);
+                ring.release(i);
+                break;
             }
             Err(e) => {
                 drop(slot);
@@ -255,44 +344,48 @@ fn capture_loop(
 
 /// The capture thread's loop for a camera: supervised, never ends on a camera failure, only on `stop`
 /// or after `limit` frames.
+#[allow(clippy::too_many_arguments)]
 fn camera_loop(
     settings: &CameraSettings,
     retry_max: Duration,
     ring: &Ring,
     limit: Option<u64>,
     stats: &Stats,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     sinks: &Mutex<Sinks>,
+    faults: Failpoints,
 ) {
     let start = Instant::now();
     let mut sup = Supervisor::new(start, RETRY_INITIAL, retry_max);
     let mut camera: Option<V4l2Source> = None;
     let (mut pts_offset, mut index_offset) = (0u64, 0u64);
     let dev = settings.device.display();
-    while !stop.load(Ordering::Relaxed) {
-        if limit.is_some_and(|n| stats.captured.load(Ordering::Relaxed) >= n) {
+    while !stop.is_set() {
+        let captured = stats.captured.load(Ordering::Relaxed);
+        if limit.is_some_and(|n| captured >= n) {
             break;
         }
+        Failpoints::hit(faults.capture_panic, captured, "capture-panic", stop);
+        Failpoints::hit(faults.capture_hang, captured, "capture-hang", stop);
         let Some(cam) = camera.as_mut() else {
             match sup.wait(Instant::now()) {
                 Some(w) if !w.is_zero() => {
-                    // Sleep in short steps so a stop request is seen promptly.
-                    std::thread::sleep(w.min(Duration::from_millis(100)));
+                    stop.sleep(w);
                     continue;
                 }
                 _ => {}
             }
-            match V4l2Source::open(settings) {
+            match V4l2Source::open(settings, stop) {
                 Ok(c) => {
                     sup.opened();
                     // Frame numbers and stream times continue across reopenings (rules' cooldowns use them).
-                    pts_offset = start.elapsed().as_millis() as u64;
+                    pts_offset = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
                     index_offset = stats.captured.load(Ordering::Relaxed);
                     camera = Some(c);
                 }
                 Err(e) => {
-                    let why = format!("{e} (attempt {})", sup.failures() + 1);
-                    camera_failed(&mut sup, sinks, &dev, &why);
+                    let why = format!("{e} (attempt {})", sup.failures().saturating_add(1));
+                    camera_failed(&mut sup, sinks, stats, &dev, &why);
                 }
             }
             continue;
@@ -301,14 +394,15 @@ fn camera_loop(
         let mut slot = ring.slot(i);
         match cam.next_frame(&mut slot) {
             Ok(Next::Frame) => {
-                slot.pts_ms += pts_offset;
-                slot.index += index_offset;
+                slot.pts_ms = slot.pts_ms.saturating_add(pts_offset);
+                slot.index = slot.index.saturating_add(index_offset);
                 slot.unix_ms = unix_ms_now();
                 drop(slot);
                 stats.captured.fetch_add(1, Ordering::Relaxed);
                 ring.publish(i);
                 if let Some((ev, gone)) = sup.frame(Instant::now()) {
                     log::info!("camera {dev}: frames flow again after {:.1} s", gone.as_secs_f64());
+                    stats.camera_lost.store(false, Ordering::Relaxed);
                     lock(sinks).event(ev, unix_ms_now());
                 }
             }
@@ -316,10 +410,12 @@ fn camera_loop(
                 drop(slot);
                 ring.release(i);
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                log::warn!("camera {dev}: skipping corrupt frame {}: {reason}", index + index_offset);
+                log::warn!("camera {dev}: skipping corrupt frame {}: {reason}", index.saturating_add(index_offset));
             }
-            // A signal (SIGTERM on its way to the stop flag) interrupted the wait: not the camera's fault.
-            Err(CaptureError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+            // A stop (or a signal on its way to it) ended the wait: not the camera's fault.
+            Err(CaptureError::Io(e))
+                if e.kind() == std::io::ErrorKind::Interrupted || crate::shutdown::is_stopped(&e) =>
+            {
                 drop(slot);
                 ring.release(i);
             }
@@ -331,7 +427,7 @@ fn camera_loop(
                     _ => "the stream ended".to_string(),
                 };
                 camera = None; // closes the device
-                camera_failed(&mut sup, sinks, &dev, &format!("{why}; closed it"));
+                camera_failed(&mut sup, sinks, stats, &dev, &format!("{why}; closed it"));
             }
         }
     }
@@ -339,12 +435,13 @@ fn camera_loop(
 
 /// A failed open or a failed camera: tell the supervisor, log when the next attempt comes, and send
 /// `camera_lost` to the sinks if this starts an outage.
-fn camera_failed(sup: &mut Supervisor, sinks: &Mutex<Sinks>, dev: &std::path::Display<'_>, why: &str) {
+fn camera_failed(sup: &mut Supervisor, sinks: &Mutex<Sinks>, stats: &Stats, dev: &std::path::Display<'_>, why: &str) {
     let now = Instant::now();
     let ev = sup.failed(now);
     let retry = sup.wait(now).unwrap_or_default();
     log::warn!("camera {dev}: {why}; next attempt in {} ms", retry.as_millis());
     if let Some(ev) = ev {
+        stats.camera_lost.store(true, Ordering::Relaxed);
         lock(sinks).event(ev, unix_ms_now());
     }
 }
@@ -375,27 +472,84 @@ impl HeartbeatClock {
         self.next = if now < self.next + self.every { self.next + self.every } else { now + self.every };
         Some(Heartbeat {
             unix_ms: unix_ms_now(),
-            capture_fps: (captured - c) as f64 / secs,
-            infer_fps: (analysed - a) as f64 / secs,
+            capture_fps: captured.saturating_sub(c) as f64 / secs,
+            infer_fps: analysed.saturating_sub(a) as f64 / secs,
             dropped,
         })
     }
 }
 
-/// Runs the pipeline until the source ends or `stop` is set. `notifier` hears `READY=1` once frames can
-/// flow and is ticked from the inference loop (the systemd watchdog).
+/// Runs the pipeline until the source ends or `stop` is set. `notifier` hears `READY=1` and the
+/// watchdog pings from the inference loop (see [`Notifier::tick`]). A panic on either thread is caught
+/// here: it is logged, sent as `internal_error` on every sink, and returned as an error.
 pub fn run(
     cfg: &Config,
-    mut analyzer: Analyzer,
-    stop: &AtomicBool,
+    analyzer: Analyzer,
+    stop: &Shutdown,
     notifier: &mut Notifier,
+    faults: Failpoints,
 ) -> anyhow::Result<Summary> {
+    let sinks = analyzer.sinks.clone();
+    let stats = Arc::new(Stats::default());
+    let (ring, capture) = start_capture(cfg, &stats, &sinks, stop, faults)?;
+    let infer = catch_unwind(AssertUnwindSafe(|| inference_loop(cfg, analyzer, &ring, &stats, stop, notifier, faults)));
+    // Whatever ended the loop, everything stops now: waits on the capture side end at once, the ring
+    // is closed, every line goes off (a pulse in progress is cut short: a stop must not wait for it).
+    stop.request();
+    ring.close();
+    lock(&sinks).off();
+    notifier.notify("STOPPING=1");
+    let captured = join_within(capture, Duration::from_millis(1500));
+    let failure = match (&infer, &captured) {
+        (Err(p), _) => Some(format!("inference thread panicked: {}", panic_message(p.as_ref()))),
+        (_, Joined::Panicked(m)) => Some(format!("capture thread panicked: {m}")),
+        _ => None,
+    };
+    if let Some(why) = failure {
+        log::error!("internal error: {why}");
+        lock(&sinks).internal_error(unix_ms_now());
+        return Err(anyhow::anyhow!("internal error: {why}"));
+    }
+    match captured {
+        Joined::Done(Err(e)) => return Err(anyhow::Error::new(e).context("capture stopped")),
+        Joined::TimedOut => log::error!("the capture thread did not stop within 1.5 s; exiting without it"),
+        _ => {}
+    }
+    let analysed = stats.analysed.load(Ordering::Relaxed);
+    Ok(Summary {
+        captured: stats.captured.load(Ordering::Relaxed),
+        corrupt: stats.corrupt.load(Ordering::Relaxed),
+        dropped: ring.dropped(),
+        analysed,
+        alerts: stats.alerts.load(Ordering::Relaxed),
+        infer_errors: stats.infer_errors.load(Ordering::Relaxed),
+        mean_infer_us: stats.infer_us.load(Ordering::Relaxed) / analysed.max(1),
+    })
+}
+
+type CaptureThread = std::thread::JoinHandle<std::thread::Result<Result<(), CaptureError>>>;
+
+/// Opens the source (a camera is opened by its own loop) and starts the capture thread. The thread
+/// catches its own panic, so the ring is always closed behind it.
+fn start_capture(
+    cfg: &Config,
+    stats: &Arc<Stats>,
+    sinks: &Arc<Mutex<Sinks>>,
+    stop: &Shutdown,
+    faults: Failpoints,
+) -> anyhow::Result<(Arc<Ring>, CaptureThread)> {
     let pace = cfg.pace();
     let policy = if pace == Pace::Fast { Policy::Lossless } else { Policy::LatestWins };
-    let stats = Arc::new(Stats::default());
-    let capture_stop = Arc::new(AtomicBool::new(false));
     let limit = cfg.source.frames;
-    let (ring, capture) = if cfg.source.kind == SourceKind::V4l2 {
+    let (stats, stop) = (stats.clone(), stop.clone());
+    let spawn = |ring: Arc<Ring>, body: Box<dyn FnOnce(&Ring) -> Result<(), CaptureError> + Send>| {
+        std::thread::Builder::new().name("capture".into()).spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(|| body(&ring)));
+            ring.close();
+            r
+        })
+    };
+    if cfg.source.kind == SourceKind::V4l2 {
         let settings = camera_settings(cfg);
         let ring = Arc::new(Ring::new(cfg.ring.slots.0, settings.max_frame_len, policy));
         log::info!(
@@ -408,16 +562,18 @@ pub fn run(
             ring.slot_count(),
             settings.max_frame_len
         );
-        let (ring2, stats, stop, sinks) = (ring.clone(), stats.clone(), capture_stop.clone(), analyzer.sinks.clone());
+        let sinks = sinks.clone();
         let retry_max = Duration::from_millis(cfg.source.retry_max_ms);
-        let handle = std::thread::Builder::new().name("capture".into()).spawn(move || {
-            camera_loop(&settings, retry_max, &ring2, limit, &stats, &stop, &sinks);
-            ring2.close();
-            Ok(())
-        })?;
-        (ring, handle)
+        let handle = spawn(
+            ring.clone(),
+            Box::new(move |ring| {
+                camera_loop(&settings, retry_max, ring, limit, &stats, &stop, &sinks, faults);
+                Ok(())
+            }),
+        )?;
+        Ok((ring, handle))
     } else {
-        let source = open_source(cfg)?;
+        let source = open_source(cfg, &stop)?;
         let info = source.info();
         let ring = Arc::new(Ring::new(cfg.ring.slots.0, info.frame_len(), policy));
         log::info!(
@@ -431,26 +587,58 @@ pub fn run(
             ring.slot_count(),
             info.frame_len()
         );
-        let (ring2, stats, stop) = (ring.clone(), stats.clone(), capture_stop.clone());
         let looping = cfg.source.looping;
-        let handle = std::thread::Builder::new().name("capture".into()).spawn(move || {
-            let r = capture_loop(source, &ring2, pace, looping, limit, &stats, &stop);
-            ring2.close();
-            r
-        })?;
-        (ring, handle)
-    };
-    notifier.notify("READY=1");
+        let handle = spawn(
+            ring.clone(),
+            Box::new(move |ring| capture_loop(source, ring, pace, looping, limit, &stats, &stop, faults)),
+        )?;
+        Ok((ring, handle))
+    }
+}
+
+enum Joined {
+    Done(Result<(), CaptureError>),
+    Panicked(String),
+    TimedOut,
+}
+
+/// Joins the capture thread if it ends within `limit` (it watches the same stop, so it does unless a
+/// driver call is stuck in the kernel); otherwise leaves it, so a stop still finishes on time.
+fn join_within(handle: CaptureThread, limit: Duration) -> Joined {
+    let deadline = Instant::now() + limit;
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return Joined::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match handle.join() {
+        Ok(Ok(r)) => Joined::Done(r),
+        Ok(Err(p)) => Joined::Panicked(panic_message(p.as_ref())),
+        Err(p) => Joined::Panicked(panic_message(p.as_ref())),
+    }
+}
+
+/// The inference thread's loop (the caller's thread): take the newest frame, analyse it, act; between
+/// frames, heartbeats, the alarm pulse, the watchdog and the stop.
+fn inference_loop(
+    cfg: &Config,
+    mut analyzer: Analyzer,
+    ring: &Ring,
+    stats: &Stats,
+    stop: &Shutdown,
+    notifier: &mut Notifier,
+    faults: Failpoints,
+) {
     let mut heartbeat = HeartbeatClock::new(cfg.heartbeat.interval_ms, Instant::now());
     loop {
         let now = Instant::now();
-        notifier.tick(now);
-        if stop.load(Ordering::Relaxed) {
-            capture_stop.store(true, Ordering::Relaxed);
-            ring.close();
+        let analysed = stats.analysed.load(Ordering::Relaxed);
+        notifier.tick(now, analysed, stats.camera_lost.load(Ordering::Relaxed));
+        if stop.is_set() {
             break;
         }
-        if let Some(h) = heartbeat.as_mut().and_then(|h| h.due(now, &stats, ring.dropped())) {
+        if let Some(h) = heartbeat.as_mut().and_then(|h| h.due(now, stats, ring.dropped())) {
             lock(&analyzer.sinks).heartbeat(&h);
         }
         let mut wait = Duration::from_millis(100);
@@ -462,6 +650,8 @@ pub fn run(
         }
         match ring.take(wait) {
             Take::Slot(i) => {
+                Failpoints::hit(faults.infer_panic, analysed, "infer-panic", stop);
+                Failpoints::hit(faults.infer_hang, analysed, "infer-hang", stop);
                 let t0 = Instant::now();
                 let slot = ring.slot(i);
                 let meta = FrameMeta::from(&*slot);
@@ -471,7 +661,8 @@ pub fn run(
                 match analyzer.infer() {
                     Ok(()) => {
                         analyzer.decode(&geom);
-                        stats.infer_us.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        stats.infer_us.fetch_add(us, Ordering::Relaxed);
                         stats.analysed.fetch_add(1, Ordering::Relaxed);
                         let n = analyzer.act(meta, Instant::now());
                         stats.alerts.fetch_add(n as u64, Ordering::Relaxed);
@@ -487,27 +678,6 @@ pub fn run(
         }
         lock(&analyzer.sinks).alarm.tick(Instant::now());
     }
-    // Let a pulse in progress finish its time, then leave the lines off.
-    let deadline = lock(&analyzer.sinks).alarm.deadline();
-    if let Some(d) = deadline {
-        std::thread::sleep(d.saturating_duration_since(Instant::now()));
-    }
-    notifier.notify("STOPPING=1");
-    let captured = capture.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
-    lock(&analyzer.sinks).off();
-    if let Err(e) = captured {
-        return Err(anyhow::Error::new(e).context("capture stopped"));
-    }
-    let analysed = stats.analysed.load(Ordering::Relaxed);
-    Ok(Summary {
-        captured: stats.captured.load(Ordering::Relaxed),
-        corrupt: stats.corrupt.load(Ordering::Relaxed),
-        dropped: ring.dropped(),
-        analysed,
-        alerts: stats.alerts.load(Ordering::Relaxed),
-        infer_errors: stats.infer_errors.load(Ordering::Relaxed),
-        mean_infer_us: stats.infer_us.load(Ordering::Relaxed) / analysed.max(1),
-    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! so every frame of the clip is analysed and the result does not depend on thread timing.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use heapless::Deque;
 
@@ -97,7 +97,7 @@ impl Ring {
             }
             if self.policy == Policy::LatestWins {
                 if let Some(i) = st.ready.pop_front() {
-                    st.dropped += 1;
+                    st.dropped = st.dropped.saturating_add(1);
                     return Some(i as usize);
                 }
             }
@@ -121,8 +121,11 @@ impl Ring {
         self.changed.notify_all();
     }
 
-    /// Inference side: the frame to analyse next, waiting at most `timeout`.
+    /// Inference side: the frame to analyse next, waiting at most `timeout` in all. The deadline is
+    /// fixed on entry: wake-ups that bring no frame (a corrupt frame's slot coming back, a rewind) do not
+    /// restart it, so the caller's timed work (heartbeats, the alarm pulse, a stop) always gets its turn.
     pub fn take(&self, timeout: Duration) -> Take {
+        let deadline = Instant::now().checked_add(timeout);
         let mut st = lock(&self.state);
         loop {
             let got = match self.policy {
@@ -131,7 +134,7 @@ impl Ring {
                     let newest = st.ready.pop_back();
                     if newest.is_some() {
                         while let Some(old) = st.ready.pop_front() {
-                            st.dropped += 1;
+                            st.dropped = st.dropped.saturating_add(1);
                             let _ = st.free.push_back(old);
                         }
                     }
@@ -141,16 +144,16 @@ impl Ring {
             if let Some(i) = got {
                 drop(st);
                 self.changed.notify_all();
-                return Take::Slot(i as usize);
+                return Take::Slot(usize::from(i));
             }
             if st.closed {
                 return Take::Closed;
             }
-            let (guard, res) = self.changed.wait_timeout(st, timeout).unwrap_or_else(|p| p.into_inner());
-            st = guard;
-            if res.timed_out() && st.ready.is_empty() && !st.closed {
+            let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
                 return Take::Timeout;
             }
+            st = self.changed.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -224,5 +227,29 @@ mod tests {
         producer.join().unwrap();
         assert_eq!(seen, (0..50).collect::<Vec<_>>());
         assert_eq!(ring.dropped(), 0);
+    }
+
+    #[test]
+    fn take_times_out_on_time_while_slots_keep_coming_back() {
+        // The capture side releases slots (corrupt frames) faster than the timeout: take must still
+        // return at its deadline.
+        let ring = std::sync::Arc::new(Ring::new(2, 8, Policy::Lossless));
+        let r2 = ring.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let churn = std::thread::spawn(move || {
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(i) = r2.acquire() {
+                    r2.release(i);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let t0 = Instant::now();
+        assert_eq!(ring.take(Duration::from_millis(100)), Take::Timeout);
+        let took = t0.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(took < Duration::from_secs(2), "take waited {took:?} for a 100 ms timeout");
     }
 }

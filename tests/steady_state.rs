@@ -12,7 +12,7 @@ mod common;
 use common::*;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -57,9 +57,10 @@ fn run_once(cfg: &Config) -> ((u64, u64), pipeline::Summary) {
     let serial = lookout::alert::SerialSink::new(Box::new(std::io::sink()));
     let sinks = pipeline::open_sinks(cfg, Some(serial)).unwrap();
     let analyzer = Analyzer::new(model, cfg, sinks).unwrap();
-    let stop = AtomicBool::new(false);
+    let stop = lookout::shutdown::Shutdown::new().unwrap();
     let before = counts();
-    let summary = pipeline::run(cfg, analyzer, &stop, &mut lookout::service::Notifier::none()).unwrap();
+    let summary =
+        pipeline::run(cfg, analyzer, &stop, &mut lookout::service::Notifier::none(), Default::default()).unwrap();
     let after = counts();
     ((after.0 - before.0, after.1 - before.1), summary)
 }
@@ -79,7 +80,7 @@ fn tract_allocs_on(kind: SourceKind, path: &std::path::Path) -> (u64, u64) {
     use lookout::capture::Next;
     let cfg = file_config(kind, path);
     let (mut model, _) = Model::load_checked(&ModelSource::Builtin).unwrap();
-    let mut source = pipeline::open_source(&cfg).unwrap();
+    let mut source = pipeline::open_source(&cfg, &lookout::shutdown::Shutdown::new().unwrap()).unwrap();
     let mut frame = lookout::frame::Frame::with_capacity(source.info().frame_len());
     let (mut n, mut bytes) = (0, 0);
     while source.next_frame(&mut frame).unwrap() == Next::Frame {

@@ -47,158 +47,289 @@ c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa";
     out
 };
 
-/// Largest JPEG frame accepted (bytes); anything longer is treated as a corrupt stream and skipped.
-const MAX_JPEG_LEN: usize = 16 << 20;
+/// Largest JPEG frame accepted (bytes); anything longer is treated as damage and skipped.
+pub const MAX_JPEG_LEN: usize = 16 << 20;
+
+/// Slots of a file source hold frames up to this size (RGB) at least, so a stream whose frames change
+/// size (or whose first frame is damaged or tiny) still fits; the configured `source.width` x
+/// `source.height`, or a larger first frame, raise it. Pages of a slot that no frame uses are never
+/// touched, so the memory actually used follows the real frame size.
+pub const MIN_SLOT_PIXELS: (u32, u32) = (1920, 1080);
 
 /// A byte source that can be read and rewound: a file, or a clip built into the binary.
 pub trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
 
-/// What [`split_next`] found.
+/// What [`Splitter::next`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Split {
     /// A complete JPEG is in the buffer; `dht_inserted` says whether the standard tables were added.
     Jpeg { dht_inserted: bool },
     /// The stream ended cleanly between frames.
     End,
-    /// The stream ended inside a frame, or the frame was absurdly long.
-    Truncated,
+    /// A frame (or bytes between frames) could not be used: cut short, a broken marker structure, a new
+    /// SOI inside it, absurdly long, or garbage where a frame should start. Counted as one corrupt frame;
+    /// the next call continues at the next real SOI, even one that was inside the damaged frame.
+    Damaged { reason: &'static str },
 }
 
-/// Reads the next JPEG (SOI .. EOI) from `r` into `out` (cleared first), inserting the standard Huffman
-/// tables before the first scan when the frame has none. `out` keeps its capacity, so a warmed-up buffer
-/// does not allocate.
-pub fn split_next<R: BufRead>(r: &mut R, out: &mut Vec<u8>) -> std::io::Result<Split> {
-    out.clear();
-    // Find SOI: FF D8.
-    let mut prev = 0u8;
-    loop {
-        let Some(b) = next_byte(r)? else {
-            return Ok(Split::End);
-        };
-        if prev == 0xFF && b == 0xD8 {
-            break;
-        }
-        prev = b;
+/// Cuts an MJPEG byte stream into JPEGs, resynchronising after damage.
+///
+/// Why a struct: after damage the next frame may already have been read (a truncated frame's scan data
+/// ends where the next frame's SOI begins). Those bytes are kept in `carry` and parsed again before the
+/// reader is touched, so one damaged frame costs one frame, never the good ones after it. The buffers
+/// keep their capacity: a warmed-up splitter does not allocate.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    carry: Vec<u8>,
+    at: usize,
+    spare: Vec<u8>,
+}
+
+/// Why parsing of one frame stopped.
+enum Stop {
+    Eof,
+    Damage(&'static str),
+}
+
+type Step<T> = Result<T, Stop>;
+
+impl Splitter {
+    pub fn new() -> Splitter {
+        Splitter::default()
     }
-    out.extend_from_slice(&[0xFF, 0xD8]);
-    let mut seen_dht = false;
-    let mut dht_inserted = false;
-    // `pending` is a marker already read (after entropy-coded data), to be handled next.
-    let mut pending: Option<u8> = None;
-    loop {
-        let marker = match pending.take() {
-            Some(m) => m,
-            None => {
-                // Expect FF, skipping fill bytes.
-                let Some(b) = next_byte(r)? else {
-                    return Ok(Split::Truncated);
-                };
-                if b != 0xFF {
-                    return Ok(Split::Truncated);
-                }
-                let mut m = 0xFF;
-                while m == 0xFF {
-                    match next_byte(r)? {
-                        Some(x) => m = x,
-                        None => return Ok(Split::Truncated),
-                    }
-                }
-                m
-            }
-        };
-        if marker == 0xD9 {
-            out.extend_from_slice(&[0xFF, 0xD9]);
-            return Ok(Split::Jpeg { dht_inserted });
+
+    /// Forgets carried bytes (after a rewind).
+    pub fn reset(&mut self) {
+        self.carry.clear();
+        self.at = 0;
+    }
+
+    fn byte<R: BufRead>(&mut self, r: &mut R) -> std::io::Result<Option<u8>> {
+        if let Some(&b) = self.carry.get(self.at) {
+            self.at = self.at.saturating_add(1);
+            return Ok(Some(b));
         }
-        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
-            out.extend_from_slice(&[0xFF, marker]);
-            continue;
-        }
-        let (Some(hi), Some(lo)) = (next_byte(r)?, next_byte(r)?) else {
-            return Ok(Split::Truncated);
-        };
-        let seg_len = u16::from_be_bytes([hi, lo]) as usize;
-        if seg_len < 2 || out.len() + seg_len > MAX_JPEG_LEN {
-            return Ok(Split::Truncated);
-        }
-        if marker == 0xC4 {
-            seen_dht = true;
-        }
-        if marker == 0xDA && !seen_dht {
-            out.extend_from_slice(&STANDARD_DHT);
-            seen_dht = true;
-            dht_inserted = true;
-        }
-        out.extend_from_slice(&[0xFF, marker, hi, lo]);
-        let start = out.len();
-        out.resize(start + seg_len - 2, 0);
-        if read_exact_or_eof(r, &mut out[start..])? {
-            return Ok(Split::Truncated);
-        }
-        if marker == 0xDA {
-            // Entropy-coded data: copy until a marker that is neither stuffing (FF00) nor a restart.
-            loop {
-                let Some(b) = next_byte(r)? else {
-                    return Ok(Split::Truncated);
-                };
-                if b != 0xFF {
-                    out.push(b);
-                    if out.len() > MAX_JPEG_LEN {
-                        return Ok(Split::Truncated);
-                    }
-                    continue;
-                }
-                let mut m = 0xFF;
-                while m == 0xFF {
-                    match next_byte(r)? {
-                        Some(x) => m = x,
-                        None => return Ok(Split::Truncated),
-                    }
-                }
-                if m == 0x00 || (0xD0..=0xD7).contains(&m) {
-                    out.extend_from_slice(&[0xFF, m]);
-                    continue;
-                }
-                pending = Some(m);
+        next_byte(r)
+    }
+
+    /// Reads the next JPEG (SOI .. EOI) from `r` into `out` (cleared first), inserting the standard
+    /// Huffman tables before the first scan when the frame has none.
+    pub fn next<R: BufRead>(&mut self, r: &mut R, out: &mut Vec<u8>) -> std::io::Result<Split> {
+        out.clear();
+        // Find SOI (FF D8). Zero or FF padding between frames (some cameras pad) is not damage; anything
+        // else is, and so is more than a frame's worth of padding (a source of endless zeros).
+        let mut prev = 0u8;
+        let (mut skipped, mut garbage) = (0usize, false);
+        loop {
+            let Some(b) = self.byte(r)? else {
+                return Ok(if garbage {
+                    Split::Damaged { reason: "garbage at the end of the stream" }
+                } else {
+                    Split::End
+                });
+            };
+            if prev == 0xFF && b == 0xD8 {
                 break;
             }
+            if b != 0x00 && b != 0xFF {
+                garbage = true;
+            }
+            skipped = skipped.saturating_add(1);
+            if skipped > MAX_JPEG_LEN {
+                return Ok(Split::Damaged { reason: "no JPEG start in 16 MiB of the stream" });
+            }
+            prev = b;
+        }
+        if garbage {
+            // The bytes before this SOI were a frame whose own start was damaged: that is one lost frame.
+            // Report it now and deliver this frame next time.
+            self.push_back(&[0xFF, 0xD8]);
+            return Ok(Split::Damaged { reason: "garbage between frames" });
+        }
+        out.extend_from_slice(&[0xFF, 0xD8]);
+        let mut dht_inserted_at = None;
+        match self.frame(r, out, &mut dht_inserted_at)? {
+            Ok(()) => Ok(Split::Jpeg { dht_inserted: dht_inserted_at.is_some() }),
+            Err(stop) => {
+                let reason = match stop {
+                    Stop::Eof => "the stream ends inside the frame",
+                    Stop::Damage(why) => why,
+                };
+                self.resync(out, dht_inserted_at);
+                Ok(Split::Damaged { reason })
+            }
         }
     }
+
+    /// After damage: the next SOI inside what this frame consumed (after its own SOI, outside the tables
+    /// we inserted) is where parsing continues.
+    fn resync(&mut self, out: &[u8], dht_at: Option<usize>) {
+        let (a, b) = match dht_at {
+            Some(p) => (out.get(2..p).unwrap_or(&[]), out.get(p.saturating_add(STANDARD_DHT.len())..).unwrap_or(&[])),
+            None => (out.get(2..).unwrap_or(&[]), &[][..]),
+        };
+        // An SOI is FF D8 followed by a marker's FF, or FF D8 at the very end (the marker that cut the
+        // frame short: its next byte has not been read).
+        let soi = |s: &[u8]| {
+            (0..s.len()).find(|&k| {
+                s.get(k..k.saturating_add(2)) == Some(&[0xFF, 0xD8][..])
+                    && matches!(s.get(k.saturating_add(2)), Some(0xFF) | None)
+            })
+        };
+        let rest = match (soi(a), soi(b)) {
+            (Some(k), _) => [a.get(k..).unwrap_or(&[]), b],
+            (None, Some(k)) => [b.get(k..).unwrap_or(&[]), &[][..]],
+            (None, None) => return,
+        };
+        self.spare.clear();
+        self.spare.extend_from_slice(rest[0]);
+        self.spare.extend_from_slice(rest[1]);
+        self.spare.extend_from_slice(self.carry.get(self.at..).unwrap_or(&[]));
+        std::mem::swap(&mut self.carry, &mut self.spare);
+        self.at = 0;
+    }
+
+    fn push_back(&mut self, bytes: &[u8]) {
+        self.spare.clear();
+        self.spare.extend_from_slice(bytes);
+        self.spare.extend_from_slice(self.carry.get(self.at..).unwrap_or(&[]));
+        std::mem::swap(&mut self.carry, &mut self.spare);
+        self.at = 0;
+    }
+
+    fn need<R: BufRead>(&mut self, r: &mut R) -> std::io::Result<Step<u8>> {
+        Ok(self.byte(r)?.ok_or(Stop::Eof))
+    }
+
+    /// A marker after FF, skipping fill bytes (FF FF ...).
+    fn marker<R: BufRead>(&mut self, r: &mut R) -> std::io::Result<Step<u8>> {
+        loop {
+            match self.need(r)? {
+                Ok(0xFF) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Everything after the SOI up to and including EOI.
+    fn frame<R: BufRead>(
+        &mut self,
+        r: &mut R,
+        out: &mut Vec<u8>,
+        dht_inserted_at: &mut Option<usize>,
+    ) -> std::io::Result<Step<()>> {
+        macro_rules! get {
+            ($e:expr) => {
+                match $e? {
+                    Ok(v) => v,
+                    Err(stop) => return Ok(Err(stop)),
+                }
+            };
+        }
+        let mut seen_dht = false;
+        // A marker already read (after entropy-coded data), to be handled next.
+        let mut pending: Option<u8> = None;
+        loop {
+            let marker = match pending.take() {
+                Some(m) => m,
+                None => {
+                    if get!(self.need(r)) != 0xFF {
+                        return Ok(Err(Stop::Damage("bytes where a marker should be")));
+                    }
+                    get!(self.marker(r))
+                }
+            };
+            match marker {
+                0xD9 => {
+                    out.extend_from_slice(&[0xFF, 0xD9]);
+                    return Ok(Ok(()));
+                }
+                0xD8 => {
+                    // A new frame starts inside this one: this one was cut short.
+                    out.extend_from_slice(&[0xFF, 0xD8]);
+                    return Ok(Err(Stop::Damage("a new frame starts inside the frame (cut short)")));
+                }
+                0x01 | 0xD0..=0xD7 => {
+                    out.extend_from_slice(&[0xFF, marker]);
+                    continue;
+                }
+                0x00 => return Ok(Err(Stop::Damage("a stuffed byte where a marker should be"))),
+                _ => {}
+            }
+            let (hi, lo) = (get!(self.need(r)), get!(self.need(r)));
+            let seg_len = usize::from(u16::from_be_bytes([hi, lo]));
+            if seg_len < 2 {
+                return Ok(Err(Stop::Damage("a marker segment shorter than its length field")));
+            }
+            if out.len().saturating_add(seg_len) > MAX_JPEG_LEN {
+                return Ok(Err(Stop::Damage("the frame is longer than 16 MiB")));
+            }
+            if marker == 0xC4 {
+                seen_dht = true;
+            }
+            if marker == 0xDA && !seen_dht {
+                *dht_inserted_at = Some(out.len());
+                out.extend_from_slice(&STANDARD_DHT);
+                seen_dht = true;
+            }
+            out.extend_from_slice(&[0xFF, marker, hi, lo]);
+            for _ in 2..seg_len {
+                let b = get!(self.need(r));
+                out.push(b);
+            }
+            if marker == 0xDA {
+                // Entropy-coded data: copy until a marker that is neither stuffing (FF00) nor a restart.
+                loop {
+                    let b = get!(self.need(r));
+                    if b != 0xFF {
+                        out.push(b);
+                        if out.len() > MAX_JPEG_LEN {
+                            return Ok(Err(Stop::Damage("the frame is longer than 16 MiB")));
+                        }
+                        continue;
+                    }
+                    let m = get!(self.marker(r));
+                    if m == 0x00 || (0xD0..=0xD7).contains(&m) {
+                        out.extend_from_slice(&[0xFF, m]);
+                        continue;
+                    }
+                    pending = Some(m);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Splits one JPEG from `r` with a fresh [`Splitter`] (one buffer holding one frame: a camera's).
+pub fn split_next<R: BufRead>(r: &mut R, out: &mut Vec<u8>) -> std::io::Result<Split> {
+    Splitter::new().next(r, out)
 }
 
 fn next_byte<R: BufRead>(r: &mut R) -> std::io::Result<Option<u8>> {
     let buf = r.fill_buf()?;
-    if buf.is_empty() {
+    let Some(&b) = buf.first() else {
         return Ok(None);
-    }
-    let b = buf[0];
+    };
     r.consume(1);
     Ok(Some(b))
 }
 
-/// Fills `dst`; returns true if the stream ended first.
-fn read_exact_or_eof<R: Read>(r: &mut R, dst: &mut [u8]) -> std::io::Result<bool> {
-    match r.read_exact(dst) {
-        Ok(()) => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// Decodes one JPEG into packed RGB in `out`, which must be exactly `width * height * 3` bytes of the
-/// expected size; a frame of another size is reported as corrupt rather than overrunning the slot.
+/// Decodes one JPEG into packed RGB at the start of `out`; a frame that does not fit is an error, never
+/// an overrun.
 pub fn decode_rgb(jpeg: &[u8], out: &mut [u8]) -> Result<(u32, u32), String> {
-    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    let opts =
+        DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_max_width(16384).set_max_height(16384);
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(jpeg), opts);
     dec.decode_headers().map_err(|e| e.to_string())?;
     let (w, h) = dec.dimensions().ok_or("no dimensions")?;
-    let need = w * h * 3;
-    if need > out.len() {
-        return Err(format!("{w}x{h} frame does not fit the {} byte slot", out.len()));
-    }
-    dec.decode_into(&mut out[..need]).map_err(|e| e.to_string())?;
-    Ok((w as u32, h as u32))
+    let need = w.checked_mul(h).and_then(|p| p.checked_mul(3)).ok_or("frame size overflows")?;
+    let cap = out.len();
+    let dst = out.get_mut(..need).ok_or_else(|| format!("{w}x{h} frame does not fit the {cap} byte slot"))?;
+    dec.decode_into(dst).map_err(|e| e.to_string())?;
+    let (w, h) = (u32::try_from(w).map_err(|_| "width")?, u32::try_from(h).map_err(|_| "height")?);
+    Ok((w, h))
 }
 
 /// Reads the width and height from a JPEG's frame header.
@@ -206,14 +337,17 @@ pub fn jpeg_dimensions(jpeg: &[u8]) -> Result<(u32, u32), String> {
     let mut dec = JpegDecoder::new(ZCursor::new(jpeg));
     dec.decode_headers().map_err(|e| e.to_string())?;
     let (w, h) = dec.dimensions().ok_or("no dimensions")?;
-    Ok((w as u32, h as u32))
+    Ok((u32::try_from(w).map_err(|_| "width")?, u32::try_from(h).map_err(|_| "height")?))
 }
 
 /// An MJPEG stream read from a file or memory.
 pub struct MjpegSource {
     reader: BufReader<Box<dyn ReadSeek>>,
+    splitter: Splitter,
     jpeg: Vec<u8>,
-    /// The first frame was read at open to learn the size; it is delivered by the first `next_frame`.
+    /// Damaged frames found before the first good one at open, still to be reported.
+    damaged_first: u32,
+    /// The first good frame, read at open, is in `jpeg`, to be delivered next.
     first_pending: bool,
     info: SourceInfo,
     index: u64,
@@ -222,68 +356,94 @@ pub struct MjpegSource {
 }
 
 impl MjpegSource {
-    /// Opens a stream and reads its first frame to learn the frame size. `fps` is the stream's nominal
-    /// rate (MJPEG files carry none).
-    pub fn new(reader: Box<dyn ReadSeek>, fps: f64) -> Result<MjpegSource, CaptureError> {
+    /// Opens a stream. `fps` is the stream's nominal rate (MJPEG files carry none); `min_size` is the
+    /// smallest frame size the slots must hold (the configured size), raised by the first good frame's
+    /// size if larger (see [`MIN_SLOT_PIXELS`]). Damaged frames before the first good one (up to 64) are
+    /// still reported, as corrupt, by the first calls to `next_frame`; the stream is not rewound for this,
+    /// so a FIFO works too.
+    pub fn new(reader: Box<dyn ReadSeek>, fps: f64, min_size: (u32, u32)) -> Result<MjpegSource, CaptureError> {
         let mut reader = BufReader::with_capacity(64 * 1024, reader);
+        let mut splitter = Splitter::new();
         let mut jpeg = Vec::with_capacity(1 << 20);
-        let fixed = match split_next(&mut reader, &mut jpeg)? {
-            Split::Jpeg { dht_inserted } => dht_inserted,
-            Split::End | Split::Truncated => {
-                return Err(CaptureError::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "no JPEG frame found in the MJPEG stream",
-                )))
+        let mut damaged_first = 0u32;
+        let mut first = None;
+        let mut dht_fixups = 0;
+        while damaged_first < 64 {
+            match splitter.next(&mut reader, &mut jpeg)? {
+                Split::Jpeg { dht_inserted } => match jpeg_dimensions(&jpeg) {
+                    Ok(d) => {
+                        first = Some(d);
+                        dht_fixups = u64::from(dht_inserted);
+                        break;
+                    }
+                    Err(_) => damaged_first = damaged_first.saturating_add(1),
+                },
+                Split::Damaged { .. } => damaged_first = damaged_first.saturating_add(1),
+                Split::End => break,
             }
+        }
+        let Some((fw, fh)) = first else {
+            return Err(CaptureError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no decodable JPEG frame at the start of the MJPEG stream",
+            )));
         };
-        let (width, height) = jpeg_dimensions(&jpeg).map_err(|reason| CaptureError::Corrupt { index: 0, reason })?;
+        let width = fw.max(min_size.0).max(MIN_SLOT_PIXELS.0);
+        let height = fh.max(min_size.1).max(MIN_SLOT_PIXELS.1);
         Ok(MjpegSource {
             reader,
+            splitter,
             jpeg,
+            damaged_first,
             first_pending: true,
             info: SourceInfo { width, height, format: PixelFormat::Rgb24, fps, live: false },
             index: 0,
-            dht_fixups: u64::from(fixed),
+            dht_fixups,
         })
     }
 
-    /// Opens an MJPEG file.
-    pub fn open(path: &std::path::Path, fps: f64) -> Result<MjpegSource, CaptureError> {
-        let file = std::fs::File::open(path)?;
-        MjpegSource::new(Box::new(file), fps)
+    /// Opens an MJPEG file (or FIFO: see [`crate::shutdown::open_file`]).
+    pub fn open(
+        path: &std::path::Path,
+        fps: f64,
+        min_size: (u32, u32),
+        stop: &crate::shutdown::Shutdown,
+    ) -> Result<MjpegSource, CaptureError> {
+        let file = crate::shutdown::open_file(path, stop)?;
+        MjpegSource::new(Box::new(file), fps, min_size)
     }
 }
 
 impl FrameSource for MjpegSource {
+    /// Width and height here are the slot's capacity; each frame carries its own size.
     fn info(&self) -> SourceInfo {
         self.info
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
-        if self.first_pending {
+        let index = self.index;
+        let split = if self.damaged_first > 0 {
+            self.damaged_first = self.damaged_first.saturating_sub(1);
+            Split::Damaged { reason: "damaged frame before the first good one" }
+        } else if self.first_pending {
             self.first_pending = false;
+            Split::Jpeg { dht_inserted: false }
         } else {
-            match split_next(&mut self.reader, &mut self.jpeg)? {
-                Split::Jpeg { dht_inserted } => self.dht_fixups += u64::from(dht_inserted),
-                Split::End => return Ok(Next::End),
-                Split::Truncated => {
-                    self.index += 1;
-                    return Err(CaptureError::Corrupt { index: self.index - 1, reason: "truncated JPEG".into() });
-                }
+            self.splitter.next(&mut self.reader, &mut self.jpeg)?
+        };
+        match split {
+            Split::Jpeg { dht_inserted } => self.dht_fixups = self.dht_fixups.saturating_add(u64::from(dht_inserted)),
+            Split::End => return Ok(Next::End),
+            Split::Damaged { reason } => {
+                self.index = self.index.saturating_add(1);
+                return Err(CaptureError::Corrupt { index, reason: reason.into() });
             }
         }
-        let index = self.index;
-        self.index += 1;
-        let need = self.info.frame_len();
-        let (w, h) = decode_rgb(&self.jpeg, &mut frame.data[..need])
-            .map_err(|reason| CaptureError::Corrupt { index, reason })?;
-        if (w, h) != (self.info.width, self.info.height) {
-            return Err(CaptureError::Corrupt {
-                index,
-                reason: format!("frame is {w}x{h}, stream is {}x{}", self.info.width, self.info.height),
-            });
-        }
-        frame.len = need;
+        self.index = self.index.saturating_add(1);
+        let cap = self.info.frame_len().min(frame.data.len());
+        let slot = frame.data.get_mut(..cap).unwrap_or(&mut []);
+        let (w, h) = decode_rgb(&self.jpeg, slot).map_err(|reason| CaptureError::Corrupt { index, reason })?;
+        frame.len = PixelFormat::Rgb24.frame_len(w, h);
         frame.format = PixelFormat::Rgb24;
         frame.width = w;
         frame.height = h;
@@ -294,7 +454,8 @@ impl FrameSource for MjpegSource {
 
     fn rewind(&mut self) -> Result<bool, CaptureError> {
         self.reader.seek(SeekFrom::Start(0))?;
-        self.first_pending = false;
+        self.splitter.reset();
+        (self.damaged_first, self.first_pending) = (0, false);
         self.index = 0;
         Ok(true)
     }
@@ -342,18 +503,116 @@ mod tests {
     fn truncated_frame_is_reported() {
         let jpeg = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22];
         let mut out = Vec::new();
-        assert_eq!(split_next(&mut Cursor::new(&jpeg[..]), &mut out).unwrap(), Split::Truncated);
+        assert!(matches!(split_next(&mut Cursor::new(&jpeg[..]), &mut out).unwrap(), Split::Damaged { .. }));
+    }
+
+    /// The first `n` frames of the shipped clip, each as its own JPEG.
+    fn clip_frames(n: usize) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bikes.mjpeg")).unwrap();
+        let mut r = Cursor::new(&bytes[..]);
+        let mut s = Splitter::new();
+        (0..n)
+            .map(|_| {
+                let mut out = Vec::new();
+                assert!(matches!(s.next(&mut r, &mut out).unwrap(), Split::Jpeg { .. }));
+                out
+            })
+            .collect()
+    }
+
+    fn split_all(stream: &[u8]) -> Vec<Result<Vec<u8>, &'static str>> {
+        let mut r = Cursor::new(stream);
+        let mut s = Splitter::new();
+        let mut got = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            match s.next(&mut r, &mut out).unwrap() {
+                Split::Jpeg { .. } => got.push(Ok(out)),
+                Split::Damaged { reason } => got.push(Err(reason)),
+                Split::End => return got,
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_frame_costs_itself_only() {
+        let frames = clip_frames(15);
+        let mut stream = frames[0][..frames[0].len() / 2].to_vec();
+        for f in &frames[1..] {
+            stream.extend_from_slice(f);
+        }
+        let got = split_all(&stream);
+        assert_eq!(got.len(), 15, "one damaged + 14 good");
+        assert!(got[0].is_err());
+        for (g, want) in got[1..].iter().zip(&frames[1..]) {
+            assert_eq!(g.as_ref().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn a_huge_garbage_segment_does_not_swallow_the_frames_after_it() {
+        let frames = clip_frames(12);
+        // Frame 0 gets an APP5 segment claiming 65535 bytes right after its SOI, with only 3 bytes.
+        let mut stream = vec![0xFF, 0xD8, 0xFF, 0xE5, 0xFF, 0xFF, 1, 2, 3];
+        stream.extend_from_slice(&frames[0][2..]);
+        for f in &frames[1..] {
+            stream.extend_from_slice(f);
+        }
+        let got = split_all(&stream);
+        let good: Vec<_> = got.iter().filter_map(|g| g.as_ref().ok()).collect();
+        assert!(got[0].is_err(), "{:?}", got.iter().map(|g| g.as_ref().err()).collect::<Vec<_>>());
+        // Frame 0 is lost (the garbage segment is its own); every frame the segment swallowed comes back.
+        assert_eq!(good.len(), 11, "{:?}", got.iter().map(|g| g.as_ref().err()).collect::<Vec<_>>());
+        assert_eq!(good[..], frames[1..].iter().collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn garbage_between_frames_is_one_damaged_frame_and_zero_padding_is_none() {
+        let frames = clip_frames(2);
+        let mut stream = frames[0].clone();
+        stream.extend_from_slice(&[0u8; 100]);
+        stream.extend_from_slice(&frames[1]);
+        stream.extend_from_slice(b"not a jpeg at all");
+        stream.extend_from_slice(&frames[0]);
+        let got = split_all(&stream);
+        let kinds: Vec<bool> = got.iter().map(|g| g.is_ok()).collect();
+        assert_eq!(kinds, [true, true, false, true]);
+        // Endless zeros (/dev/zero) come back as damage every 16 MiB, never as a hang.
+        let mut zeros = std::io::BufReader::new(std::io::repeat(0));
+        let mut out = Vec::new();
+        let mut s = Splitter::new();
+        let r = s.next(&mut zeros, &mut out).unwrap();
+        assert!(matches!(r, Split::End | Split::Damaged { .. }));
+    }
+
+    #[test]
+    fn a_size_change_and_a_tiny_first_frame_fit_the_slots() {
+        // A 1x1 JPEG first, then the 640x272 clip: slots are sized for the larger of both and 1080p.
+        let tiny = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/1x1.jpg")).unwrap();
+        let frames = clip_frames(3);
+        let mut stream = tiny.clone();
+        for f in &frames {
+            stream.extend_from_slice(f);
+        }
+        let mut src = MjpegSource::new(Box::new(Cursor::new(stream)), 25.0, (640, 480)).unwrap();
+        let mut f = Frame::with_capacity(src.info().frame_len());
+        let mut sizes = Vec::new();
+        while let Ok(Next::Frame) = src.next_frame(&mut f) {
+            sizes.push((f.width, f.height));
+        }
+        assert_eq!(sizes, [(1, 1), (640, 272), (640, 272), (640, 272)]);
     }
 
     #[test]
     fn clip_reads_to_the_end_and_rewinds() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bikes.mjpeg");
-        let mut src = MjpegSource::open(&path, 25.0).unwrap();
-        assert_eq!((src.info().width, src.info().height), (640, 272));
+        let stop = crate::shutdown::Shutdown::new().unwrap();
+        let mut src = MjpegSource::open(&path, 25.0, (640, 480), &stop).unwrap();
+        assert_eq!((src.info().width, src.info().height), (1920, 1080), "slots hold 1080p at least");
         let mut f = Frame::with_capacity(src.info().frame_len());
         let mut n = 0;
         while src.next_frame(&mut f).unwrap() == Next::Frame {
-            assert_eq!((f.index, f.pts_ms), (n, n * 40));
+            assert_eq!((f.index, f.pts_ms, f.width, f.height), (n, n * 40, 640, 272));
             n += 1;
         }
         assert_eq!(n, 250);

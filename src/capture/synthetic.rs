@@ -27,16 +27,18 @@ impl FrameSource for SyntheticSource {
     fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
         let (w, h) = (self.info.width as usize, self.info.height as usize);
         let side = (w.min(h) / 4).max(1);
-        let x0 = (self.index as usize * 4) % w.max(1);
-        let y0 = (h - side) / 2;
+        // In u64: `index as usize * 4` overflows a 32-bit usize after 2^30 frames (armv7).
+        let x0 = usize::try_from(self.index.wrapping_mul(4) % (w.max(1) as u64)).unwrap_or(0);
+        let y0 = h.saturating_sub(side) / 2;
         let len = self.info.frame_len();
-        for (i, px) in frame.data[..len].chunks_exact_mut(3).enumerate() {
-            let (x, y) = (i % w, i / w);
+        let data = frame.data.get_mut(..len).unwrap_or(&mut []);
+        for (i, px) in data.chunks_exact_mut(3).enumerate() {
+            let (x, y) = (i % w.max(1), i / w.max(1));
             let inside = x >= x0 && x < x0 + side && y >= y0 && y < y0 + side;
             if inside {
                 px.copy_from_slice(&[240, 240, 240]);
             } else {
-                px.copy_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, 64]);
+                px.copy_from_slice(&[(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 64]);
             }
         }
         frame.len = len;
@@ -45,7 +47,7 @@ impl FrameSource for SyntheticSource {
         frame.height = self.info.height;
         frame.index = self.index;
         frame.pts_ms = pts_ms(self.index, self.info.fps);
-        self.index += 1;
+        self.index = self.index.saturating_add(1);
         Ok(Next::Frame)
     }
 

@@ -94,7 +94,10 @@ impl Offer {
     fn best_rate(&self, fps: f64) -> f64 {
         self.rates
             .iter()
-            .map(|&(lo, hi)| fps.clamp(lo, hi))
+            // A driver may report a stepwise range upside down, or with NaN from a zero denominator:
+            // order the ends and drop what is not a rate (`clamp` would panic on lo > hi).
+            .filter(|&&(lo, hi)| lo.is_finite() && hi.is_finite())
+            .map(|&(lo, hi)| fps.max(lo.min(hi)).min(lo.max(hi)))
             .min_by(|a, b| (a - fps).abs().total_cmp(&(b - fps).abs()))
             .unwrap_or(0.0)
     }
@@ -312,6 +315,12 @@ pub struct V4l2Source {
     // Dropped by hand, before the device (see `Drop`).
     stream: ManuallyDrop<Stream<'static>>,
     _dev: Device,
+    /// Streaming has started (all buffers queued, STREAMON done).
+    started: bool,
+    /// The buffer lent to the last frame, queued again before the next wait.
+    held: Option<usize>,
+    fd: std::os::fd::RawFd,
+    stop: crate::shutdown::Shutdown,
     choice: Choice,
     stride: usize,
     info: SourceInfo,
@@ -328,7 +337,8 @@ fn invalid(msg: String) -> CaptureError {
 
 impl V4l2Source {
     /// Opens and configures the camera and maps its buffers; streaming starts with the first frame.
-    pub fn open(s: &CameraSettings) -> Result<V4l2Source, CaptureError> {
+    /// Waits for frames watch `stop`.
+    pub fn open(s: &CameraSettings, stop: &crate::shutdown::Shutdown) -> Result<V4l2Source, CaptureError> {
         let dev = Device::with_path(&s.device)?;
         let caps = dev.query_caps()?;
         let flags = caps.capabilities;
@@ -375,7 +385,9 @@ impl V4l2Source {
             }
         };
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, 4)?;
-        stream.set_timeout(s.timeout);
+        // lookout waits for each frame itself (with the stop); this only bounds the dequeue after that.
+        stream.set_timeout(Duration::from_secs(1));
+        let fd = stream.handle().fd();
         let format = choice.format.pixel_format();
         let info = SourceInfo { width: choice.width, height: choice.height, format, fps: actual_fps, live: true };
         log::info!(
@@ -391,6 +403,10 @@ impl V4l2Source {
         Ok(V4l2Source {
             stream: ManuallyDrop::new(stream),
             _dev: dev,
+            started: false,
+            held: None,
+            fd,
+            stop: stop.clone(),
             choice,
             stride: set.stride as usize,
             info,
@@ -459,7 +475,7 @@ pub fn convert(
         CameraFormat::Mjpeg => {
             match split_next(&mut Cursor::new(data), jpeg).map_err(|e| e.to_string())? {
                 Split::Jpeg { .. } => {}
-                Split::End | Split::Truncated => return Err("incomplete JPEG from the camera".into()),
+                Split::End | Split::Damaged { .. } => return Err("incomplete JPEG from the camera".into()),
             }
             let (jw, jh) = decode_rgb(jpeg, dst)?;
             if (jw, jh) != (width, height) {
@@ -481,26 +497,45 @@ impl FrameSource for V4l2Source {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<Next, CaptureError> {
-        let (buf, meta) = self.stream.next().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                let ms = self.timeout.as_millis();
-                std::io::Error::new(e.kind(), format!("no frame for {ms} ms: the camera stalled (timed out)"))
-            } else {
-                e
+        use v4l::io::traits::Stream as _;
+        if !self.started {
+            for i in 0..self.stream.buffer_count() {
+                CaptureStream::queue(&mut *self.stream, i)?;
             }
-        })?;
+            self.stream.start()?;
+            self.started = true;
+        } else if let Some(i) = self.held.take() {
+            CaptureStream::queue(&mut *self.stream, i)?;
+        }
+        match self.stop.wait_fd(Some(self.fd), libc::POLLIN, self.timeout) {
+            crate::shutdown::Wait::Stopped => return Err(crate::shutdown::stopped_error().into()),
+            crate::shutdown::Wait::TimedOut => {
+                let ms = self.timeout.as_millis();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no frame for {ms} ms: the camera stalled (timed out)"),
+                )
+                .into());
+            }
+            crate::shutdown::Wait::Ready => {}
+        }
+        let i = CaptureStream::dequeue(&mut *self.stream)?;
+        self.held = Some(i);
+        let Some((buf, meta)) = self.stream.get(i) else {
+            return Err(invalid(format!("driver returned buffer {i}, which was never mapped")));
+        };
         let index = self.index;
-        self.index += 1;
+        self.index = self.index.saturating_add(1);
         let used = if meta.bytesused > 0 { (meta.bytesused as usize).min(buf.len()) } else { buf.len() };
         let c = self.choice;
-        convert(c.format, c.width, c.height, self.stride, &buf[..used], &mut self.jpeg, frame)
+        convert(c.format, c.width, c.height, self.stride, buf.get(..used).unwrap_or(buf), &mut self.jpeg, frame)
             .map_err(|reason| CaptureError::Corrupt { index, reason })?;
         // time_t is 32-bit on armv7 and 64-bit on aarch64: the casts are needed on one of them.
         #[allow(clippy::unnecessary_cast)]
-        let ts = meta.timestamp.sec as i64 * 1_000_000 + meta.timestamp.usec as i64;
+        let ts = (meta.timestamp.sec as i64).saturating_mul(1_000_000).saturating_add(meta.timestamp.usec as i64);
         let first = *self.first_ts_us.get_or_insert(ts);
         frame.index = index;
-        frame.pts_ms = (ts - first).max(0) as u64 / 1000;
+        frame.pts_ms = u64::try_from(ts.saturating_sub(first)).unwrap_or(0) / 1000;
         Ok(Next::Frame)
     }
 
@@ -551,6 +586,14 @@ mod tests {
         assert_eq!(negotiate(&cam, CameraFormat::Auto, 640, 480, 25.0).unwrap().fps, 25.0);
         let cam = [Offer { format: CameraFormat::Yuyv, width: 640, height: 480, rates: vec![(1.0, 15.0)] }];
         assert_eq!(negotiate(&cam, CameraFormat::Auto, 640, 480, 25.0).unwrap().fps, 15.0);
+        // Upside-down and NaN ranges from a driver: no panic, the sane range wins.
+        let cam = [Offer {
+            format: CameraFormat::Yuyv,
+            width: 640,
+            height: 480,
+            rates: vec![(60.0, 1.0), (f64::NAN, 30.0), (f64::INFINITY, f64::INFINITY)],
+        }];
+        assert_eq!(negotiate(&cam, CameraFormat::Auto, 640, 480, 25.0).unwrap().fps, 25.0);
     }
 
     #[test]
