@@ -23,6 +23,8 @@ export QEMU_LD_PREFIX=$sysroot
 # about 7x slower than NEON (measured with `lookout bench`: 16.7 s vs 2.3 s a frame).
 export QEMU_CPU=$cpu
 export LOOKOUT_TEST_FRAMES=${LOOKOUT_TEST_FRAMES:-40}
+# A stop waits for the frame being inferred: about 2 s emulated (tests/faults.rs).
+export LOOKOUT_TEST_STOP_MS=${LOOKOUT_TEST_STOP_MS:-6000}
 start=$(date +%s)
 cargo test --release --locked --target "$triple"
 echo "test-arm: $1: tests under qemu-user passed in $(( $(date +%s) - start ))s"

@@ -56,6 +56,8 @@ pub const MAX_JPEG_LEN: usize = 16 << 20;
 /// touched, so the memory actually used follows the real frame size.
 pub const MIN_SLOT_PIXELS: (u32, u32) = (1920, 1080);
 
+const NO_START: &str = "no JPEG start in 16 MiB of the stream";
+
 /// A byte source that can be read and rewound: a file, or a clip built into the binary.
 pub trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
@@ -137,7 +139,7 @@ impl Splitter {
             }
             skipped = skipped.saturating_add(1);
             if skipped > MAX_JPEG_LEN {
-                return Ok(Split::Damaged { reason: "no JPEG start in 16 MiB of the stream" });
+                return Ok(Split::Damaged { reason: NO_START });
             }
             prev = b;
         }
@@ -378,6 +380,8 @@ impl MjpegSource {
                     }
                     Err(_) => damaged_first = damaged_first.saturating_add(1),
                 },
+                // 16 MiB without a frame start (endless zeros): not an MJPEG stream.
+                Split::Damaged { reason } if reason == NO_START => break,
                 Split::Damaged { .. } => damaged_first = damaged_first.saturating_add(1),
                 Split::End => break,
             }
