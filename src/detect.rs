@@ -7,6 +7,10 @@
 //! compacts it in place, so decoding allocates nothing per frame. Decoding follows
 //! `../shared/models/README.md`; `scripts/reference.py` decodes the same way, independently, in Python.
 
+// Input reaches this code (files, drivers, the wire): no panic path. Arithmetic is checked, saturating
+// or provably bounded (each `allow` says why), and indexing goes through `get`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use crate::preprocess::Geometry;
 
 /// One detected object.
@@ -42,13 +46,16 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 /// if no kept box of the same class overlaps it by more than `iou_threshold`.
 pub fn nms(dets: &mut Vec<Detection>, iou_threshold: f32) {
     dets.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.class_id.cmp(&b.class_id)));
-    let mut kept = 0;
+    let mut kept = 0usize;
     for i in 0..dets.len() {
-        let d = dets[i];
-        let suppressed = dets[..kept].iter().any(|k| k.class_id == d.class_id && iou(&k.bbox, &d.bbox) > iou_threshold);
+        let Some(&d) = dets.get(i) else { break };
+        let before = dets.get(..kept).unwrap_or(&[]);
+        let suppressed = before.iter().any(|k| k.class_id == d.class_id && iou(&k.bbox, &d.bbox) > iou_threshold);
         if !suppressed {
-            dets[kept] = d;
-            kept += 1;
+            if let Some(slot) = dets.get_mut(kept) {
+                *slot = d;
+            }
+            kept = kept.saturating_add(1);
         }
     }
     dets.truncate(kept);
@@ -92,7 +99,7 @@ impl DecoderKind {
             DecoderKind::Fastestdet => {
                 let ch = classes.saturating_add(5);
                 let grid = [8usize, 16, 32].into_iter().find(|s| {
-                    let (gw, gh) = (w / s, h / s);
+                    let (gw, gh) = (w.checked_div(*s).unwrap_or(0), h.checked_div(*s).unwrap_or(0));
                     gw == gh && gw.saturating_mul(gh).saturating_mul(ch) == len(0)
                 });
                 if grid.is_none() {
@@ -113,7 +120,7 @@ impl DecoderKind {
             }
             DecoderKind::Yunet => {
                 for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
-                    let cells = (w / stride).saturating_mul(h / stride);
+                    let cells = w.checked_div(stride).unwrap_or(0).saturating_mul(h.checked_div(stride).unwrap_or(0));
                     let got = (len(k), len(k.saturating_add(3)), len(k.saturating_add(6)));
                     if got != (cells, cells, cells.saturating_mul(4)) || cells == 0 {
                         return Err(format!(
@@ -167,69 +174,67 @@ impl Decoder {
         match self.kind {
             DecoderKind::Fastestdet => {
                 let f = outputs(0);
-                let ch = 5 + self.classes;
-                let cells = f.len() / ch;
+                let ch = self.classes.saturating_add(5);
+                let cells = f.len().checked_div(ch).unwrap_or(0);
                 let side = (cells as f64).sqrt().round() as usize;
-                if side * side * ch != f.len() || side == 0 {
+                if side.saturating_mul(side).saturating_mul(ch) != f.len() || side == 0 {
                     return;
                 }
-                let (gw, gh) = (side, side);
-                let at = |c: usize, y: usize, x: usize| f[c * gh * gw + y * gw + x];
-                for y in 0..gh {
-                    for x in 0..gw {
-                        let obj = at(0, y, x).clamp(0.0, 1.0);
-                        let (mut best, mut best_c) = (f32::MIN, 0);
-                        for c in 0..self.classes {
-                            let s = at(5 + c, y, x);
-                            if s > best {
-                                best = s;
-                                best_c = c;
-                            }
+                // Channel c of cell i is at c * cells + i (checked: `check_outputs` proved the shape at load).
+                let at = |c: usize, i: usize| f.get(c.saturating_mul(cells).saturating_add(i)).copied().unwrap_or(0.0);
+                for i in 0..cells {
+                    let (y, x) = (i.checked_div(side).unwrap_or(0), i.checked_rem(side).unwrap_or(0));
+                    let obj = at(0, i).clamp(0.0, 1.0);
+                    let (mut best, mut best_c) = (f32::MIN, 0);
+                    for c in 0..self.classes {
+                        let s = at(c.saturating_add(5), i);
+                        if s > best {
+                            best = s;
+                            best_c = c;
                         }
-                        let score = obj.powf(0.6) * best.clamp(0.0, 1.0).powf(0.4);
-                        if score <= self.score_threshold {
-                            continue;
-                        }
-                        let cx = (x as f32 + at(1, y, x).tanh()) / gw as f32;
-                        let cy = (y as f32 + at(2, y, x).tanh()) / gh as f32;
-                        let w = sigmoid(at(3, y, x));
-                        let h = sigmoid(at(4, y, x));
-                        push(
-                            best_c,
-                            score,
-                            [(cx - w / 2.0) * iw, (cy - h / 2.0) * ih, (cx + w / 2.0) * iw, (cy + h / 2.0) * ih],
-                        );
                     }
+                    let score = obj.powf(0.6) * best.clamp(0.0, 1.0).powf(0.4);
+                    if score <= self.score_threshold {
+                        continue;
+                    }
+                    let g = side as f32;
+                    let cx = (x as f32 + at(1, i).tanh()) / g;
+                    let cy = (y as f32 + at(2, i).tanh()) / g;
+                    let w = sigmoid(at(3, i));
+                    let h = sigmoid(at(4, i));
+                    push(
+                        best_c,
+                        score,
+                        [(cx - w / 2.0) * iw, (cy - h / 2.0) * ih, (cx + w / 2.0) * iw, (cy + h / 2.0) * ih],
+                    );
                 }
             }
             DecoderKind::Ultraface => {
                 let (scores, boxes) = (outputs(0), outputs(1));
-                let n = (scores.len() / 2).min(boxes.len() / 4);
-                for i in 0..n {
-                    let score = scores[2 * i + 1];
+                for (sc, b) in scores.chunks_exact(2).zip(boxes.chunks_exact(4)) {
+                    let (&[_, score], &[x1, y1, x2, y2]) = (sc, b) else { continue };
                     if score <= self.score_threshold {
                         continue;
                     }
-                    let b = &boxes[4 * i..4 * i + 4];
-                    push(0, score, [b[0] * iw, b[1] * ih, b[2] * iw, b[3] * ih]);
+                    push(0, score, [x1 * iw, y1 * ih, x2 * iw, y2 * ih]);
                 }
             }
             DecoderKind::Yunet => {
                 for (k, stride) in [8usize, 16, 32].into_iter().enumerate() {
-                    let (cls, obj, bbox) = (outputs(k), outputs(3 + k), outputs(6 + k));
+                    let (cls, obj, bbox) = (outputs(k), outputs(k.saturating_add(3)), outputs(k.saturating_add(6)));
                     // At least 1: a manifest narrower than the stride would divide by zero below.
-                    let cols = (self.input_w / stride).max(1);
-                    let n = cls.len().min(obj.len()).min(bbox.len() / 4);
+                    let cols = self.input_w.checked_div(stride).unwrap_or(0).max(1);
                     let s = stride as f32;
-                    for i in 0..n {
-                        let score = (cls[i].clamp(0.0, 1.0) * obj[i].clamp(0.0, 1.0)).sqrt();
+                    for (i, ((&c, &o), b)) in cls.iter().zip(obj).zip(bbox.chunks_exact(4)).enumerate() {
+                        let score = (c.clamp(0.0, 1.0) * o.clamp(0.0, 1.0)).sqrt();
                         if score <= self.score_threshold {
                             continue;
                         }
-                        let (row, col) = ((i / cols) as f32, (i % cols) as f32);
-                        let b = &bbox[4 * i..4 * i + 4];
-                        let (cx, cy) = ((col + b[0]) * s, (row + b[1]) * s);
-                        let (w, h) = (b[2].exp() * s, b[3].exp() * s);
+                        let &[bx, by, bw, bh] = b else { continue };
+                        let (row, col) =
+                            (i.checked_div(cols).unwrap_or(0) as f32, i.checked_rem(cols).unwrap_or(0) as f32);
+                        let (cx, cy) = ((col + bx) * s, (row + by) * s);
+                        let (w, h) = (bw.exp() * s, bh.exp() * s);
                         push(0, score, [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]);
                     }
                 }
@@ -240,6 +245,7 @@ impl Decoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
 mod tests {
     use super::*;
     use crate::preprocess::{ColorOrder, InputSpec, Resize};

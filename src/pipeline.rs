@@ -528,6 +528,7 @@ pub fn run(
 }
 
 type CaptureThread = std::thread::JoinHandle<std::thread::Result<Result<(), CaptureError>>>;
+type CaptureBody = Box<dyn FnOnce(&Ring) -> Result<(), CaptureError> + Send>;
 
 /// Opens the source (a camera is opened by its own loop) and starts the capture thread. The thread
 /// catches its own panic, so the ring is always closed behind it.
@@ -542,7 +543,7 @@ fn start_capture(
     let policy = if pace == Pace::Fast { Policy::Lossless } else { Policy::LatestWins };
     let limit = cfg.source.frames;
     let (stats, stop) = (stats.clone(), stop.clone());
-    let spawn = |ring: Arc<Ring>, body: Box<dyn FnOnce(&Ring) -> Result<(), CaptureError> + Send>| {
+    let spawn = |ring: Arc<Ring>, body: CaptureBody| {
         std::thread::Builder::new().name("capture".into()).spawn(move || {
             let r = catch_unwind(AssertUnwindSafe(|| body(&ring)));
             ring.close();

@@ -495,7 +495,8 @@ fn edited_model(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> PathBu
 fn check_refuses_every_bad_manifest_value() {
     let dir = scratch("faults-manifest");
     let sha = "092cbdf868df80a07b5c6e68dedb230c5fa3c78d1510c5859fc2809de2651cb2";
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str)> = vec![
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         ("sha256 with Unicode whitespace", Box::new(move |t| t.replace(sha, &format!("\u{2003}{sha}"))), "sha256"),
         ("one label too few", Box::new(|t| t.replace("\"hair_drier\", ", "")), "does not match"),
         (
@@ -599,10 +600,7 @@ fn check_and_run_refuse_every_bad_config_value() {
         let out = lookout(&["check", "--config", cfg.to_str().unwrap()]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "check: {what}: {err}");
-        assert!(
-            err.contains(&format!("c.toml:")) && err.contains(field),
-            "check: {what}: want c.toml:line and {field} in {err}"
-        );
+        assert!(err.contains("c.toml:") && err.contains(field), "check: {what}: want c.toml:line and {field} in {err}");
         no_panic(&err);
     }
     for fps in ["0", "nan", "inf", "-5", "0.001"] {

@@ -10,6 +10,10 @@
 //! produce), [`y4m`] (raw YUV 4:2:2 or 4:2:0 in a YUV4MPEG2 container), [`synthetic`] (a moving pattern).
 //! [`supervisor`] decides when a camera is lost, restored and tried again.
 
+// Input reaches this code (files, drivers, the wire): no panic path. Arithmetic is checked, saturating
+// or provably bounded (each `allow` says why), and indexing goes through `get`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub mod mjpeg;
 pub mod supervisor;
 pub mod synthetic;

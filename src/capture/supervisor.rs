@@ -92,7 +92,8 @@ impl Supervisor {
             State::Closed { failures, .. } | State::Opened { failures } => failures.saturating_add(1),
             State::Streaming => 1,
         };
-        self.state = State::Closed { next_try: now + self.backoff(failures), failures };
+        let next_try = now.checked_add(self.backoff(failures)).unwrap_or(now);
+        self.state = State::Closed { next_try, failures };
         if self.lost_since.is_none() {
             self.lost_since = Some(now);
             Some(CameraEvent::Lost)
@@ -122,6 +123,7 @@ impl Supervisor {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
 mod tests {
     use super::*;
 

@@ -28,17 +28,19 @@ impl FrameSource for SyntheticSource {
         let (w, h) = (self.info.width as usize, self.info.height as usize);
         let side = (w.min(h) / 4).max(1);
         // In u64: `index as usize * 4` overflows a 32-bit usize after 2^30 frames (armv7).
-        let x0 = usize::try_from(self.index.wrapping_mul(4) % (w.max(1) as u64)).unwrap_or(0);
+        let x0 = usize::try_from(self.index.wrapping_mul(4).checked_rem(w as u64).unwrap_or(0)).unwrap_or(0);
         let y0 = h.saturating_sub(side) / 2;
         let len = self.info.frame_len();
         let data = frame.data.get_mut(..len).unwrap_or(&mut []);
         for (i, px) in data.chunks_exact_mut(3).enumerate() {
-            let (x, y) = (i % w.max(1), i / w.max(1));
-            let inside = x >= x0 && x < x0 + side && y >= y0 && y < y0 + side;
+            let (x, y) = (i.checked_rem(w).unwrap_or(0), i.checked_div(w).unwrap_or(0));
+            let inside = x >= x0 && x < x0.saturating_add(side) && y >= y0 && y < y0.saturating_add(side);
             if inside {
                 px.copy_from_slice(&[240, 240, 240]);
             } else {
-                px.copy_from_slice(&[(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 64]);
+                // x < w and y < h, so each ratio is below 255.
+                let ramp = |v: usize, n: usize| v.saturating_mul(255).checked_div(n).unwrap_or(0) as u8;
+                px.copy_from_slice(&[ramp(x, w), ramp(y, h), 64]);
             }
         }
         frame.len = len;

@@ -124,7 +124,8 @@ pub fn negotiate(offers: &[Offer], want: CameraFormat, width: u32, height: u32, 
             if have.is_empty() { "nothing lookout can use".into() } else { have.join(", ") }
         ));
     }
-    let area = |o: &Offer| (o.width as i64 * o.height as i64 - width as i64 * height as i64).abs();
+    let px = |w: u32, h: u32| u64::from(w).saturating_mul(u64::from(h));
+    let area = |o: &Offer| px(o.width, o.height).abs_diff(px(width, height));
     let exact = usable.iter().any(|o| (o.width, o.height) == (width, height));
     let best_area = usable.iter().map(|o| area(o)).min().unwrap_or(0);
     let at_size: Vec<&&Offer> = usable
@@ -216,7 +217,7 @@ pub fn probe(out: &mut dyn std::io::Write) -> std::io::Result<usize> {
         .flatten()
         .filter_map(|e| Some((std::fs::canonicalize(e.path()).ok()?, e.path())))
         .collect();
-    let mut usable_devices = 0;
+    let mut usable_devices = 0usize;
     for path in &devices {
         let dev = match Device::with_path(path) {
             Ok(d) => d,
@@ -286,7 +287,7 @@ pub fn probe(out: &mut dyn std::io::Write) -> std::io::Result<usize> {
         if usable.is_empty() {
             writeln!(out, "  lookout cannot use it: it offers none of YUYV, MJPG, NV12, GREY")?;
         } else {
-            usable_devices += 1;
+            usable_devices = usable_devices.saturating_add(1);
             writeln!(out, "  lookout can use it: device = \"{}\", format = {}", path.display(), usable.join(" | "))?;
         }
     }
@@ -439,11 +440,15 @@ impl Drop for V4l2Source {
 /// Copies `rows` rows of `row_len` bytes from `src` (rows `stride` apart) into `dst` (rows packed).
 fn copy_rows(src: &[u8], stride: usize, row_len: usize, rows: usize, dst: &mut [u8]) -> Result<(), String> {
     let stride = stride.max(row_len);
-    if src.len() < stride * (rows - 1) + row_len || dst.len() < row_len * rows {
-        return Err(format!("buffer of {} bytes is short for {rows} rows of {row_len} (stride {stride})", src.len()));
+    let short = || format!("buffer of {} bytes is short for {rows} rows of {row_len} (stride {stride})", src.len());
+    if row_len == 0 {
+        return Ok(());
     }
+    let mut out = dst.chunks_exact_mut(row_len);
     for r in 0..rows {
-        dst[r * row_len..(r + 1) * row_len].copy_from_slice(&src[r * stride..r * stride + row_len]);
+        let start = r.checked_mul(stride).ok_or_else(short)?;
+        let row = src.get(start..start.saturating_add(row_len)).filter(|s| s.len() == row_len).ok_or_else(short)?;
+        out.next().ok_or_else(short)?.copy_from_slice(row);
     }
     Ok(())
 }
@@ -463,14 +468,14 @@ pub fn convert(
     let len = pf.frame_len(width, height);
     let dst = frame.data.get_mut(..len).ok_or("frame slot too small")?;
     match format {
-        CameraFormat::Yuyv => copy_rows(data, stride, w.div_ceil(2) * 4, h, dst)?,
+        CameraFormat::Yuyv => copy_rows(data, stride, w.div_ceil(2).saturating_mul(4), h, dst)?,
         CameraFormat::Grey => copy_rows(data, stride, w, h, dst)?,
         CameraFormat::Nv12 => {
-            let (y, uv) = dst.split_at_mut(w * h);
+            let (y, uv) = dst.split_at_mut(w.saturating_mul(h).min(len));
             let stride = stride.max(w);
             copy_rows(data, stride, w, h, y)?;
-            let chroma = data.get(stride * h..).ok_or("NV12 buffer has no chroma plane")?;
-            copy_rows(chroma, stride, w.div_ceil(2) * 2, h.div_ceil(2), uv)?;
+            let chroma = data.get(stride.saturating_mul(h)..).ok_or("NV12 buffer has no chroma plane")?;
+            copy_rows(chroma, stride, w.div_ceil(2).saturating_mul(2), h.div_ceil(2), uv)?;
         }
         CameraFormat::Mjpeg => {
             match split_next(&mut Cursor::new(data), jpeg).map_err(|e| e.to_string())? {
@@ -545,6 +550,7 @@ impl FrameSource for V4l2Source {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
 mod tests {
     use super::*;
 
@@ -630,6 +636,7 @@ mod tests {
 /// ioctls pass, and the ioctl codes the v4l crate derives from them. Run for every target we build (the
 /// ARM ones under qemu-user), so a binding file for the wrong architecture cannot ship.
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
 mod layout {
     use std::ffi::{c_char, CStr};
     use std::mem::{align_of, offset_of, size_of};

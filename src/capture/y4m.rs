@@ -336,6 +336,7 @@ fn dst_of(frame: &mut Frame, len: usize) -> &mut [u8] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
 mod tests {
     use super::*;
     use std::io::Cursor;
