@@ -3,7 +3,8 @@
 #   scripts/test.sh            everything CI runs: native checks and tests, then for aarch64 and armv7 the
 #                              release build, the test suite under qemu-user, the Debian package and the
 #                              VM test (vivid + PL061 GPIO + serial in qemu-system, scripts/vm-test.sh)
-#   scripts/test.sh --native   only the native part (fmt, clippy, every test, the service unit, the boards)
+#   scripts/test.sh --native   only the native part (fmt, clippy, every test, the service unit, the boards,
+#                              cargo deny, a 2500-frame soak)
 # It first checks for every tool it needs and installs what is missing: Debian packages with apt-get when
 # run as root (otherwise it prints the one apt-get line to run as root and exits 2), rustup components and
 # targets with rustup. Honours CARGO_TARGET_DIR.
@@ -79,7 +80,14 @@ cargo clippy --release --all-targets -- -D warnings
 cargo test --release
 scripts/verify-service.sh "$tdir/release/lookout"
 for b in board/*/config.toml; do "$tdir/release/lookout" check --config "$b"; done
-part "native (fmt, clippy, tests, service unit, board profiles)" "$s"
+part "native (fmt, clippy, tests incl. faults and the fuzz corpus, service unit, board profiles)" "$s"
+s=$(date +%s)
+scripts/deny.sh
+part "cargo deny (advisories, licenses, bans, sources)" "$s"
+s=$(date +%s)
+# The short soak (the 100 000-frame one is run by hand: scripts/soak.sh).
+scripts/soak.sh --frames 2500 --bin "$tdir/release/lookout"
+part "soak, 2500 frames" "$s"
 
 # 3. The boards.
 if [ $full = 1 ]; then

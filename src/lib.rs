@@ -23,6 +23,7 @@
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`rules`]: when a detection becomes an alert. [`alert`]: where alerts go.
 //! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
+//! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
 //! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.
 
 pub mod alert;
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod frame;
+pub mod fuzzing;
 pub mod infer;
 pub mod model;
 pub mod pipeline;

@@ -58,3 +58,21 @@ impl FrameSource for SyntheticSource {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_numbers_past_2_to_the_30_do_not_overflow_on_32_bit() {
+        // `index as usize * 4` overflowed a 32-bit usize (armv7) after 2^30 frames.
+        let mut src = SyntheticSource::new(64, 48, 25.0);
+        src.index = (1 << 31) + 3;
+        let mut f = Frame::with_capacity(src.info().frame_len());
+        assert_eq!(src.next_frame(&mut f).ok(), Some(Next::Frame));
+        assert_eq!(f.index, (1 << 31) + 3);
+        src.index = u64::MAX;
+        assert_eq!(src.next_frame(&mut f).ok(), Some(Next::Frame));
+    }
+}
