@@ -20,7 +20,7 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     log=$(mktemp)
     # -rss_limit_mb: a parser that allocates without bound is a finding too.
-    if cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
+    if cargo +nightly fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
         -max_len=262144 -print_final_stats=1 >"$log" 2>&1; then
         result=ok
     else
@@ -28,6 +28,7 @@ for t in "${targets[@]}"; do
         status=1
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+    [ "$result" = ok ] || ls fuzz/artifacts/"$t"/
     echo "fuzz: $t: $result, ${execs:-?} executions in ${secs}s, corpus $(ls "fuzz/corpus/$t" | wc -l) inputs"
     [ "$result" = ok ] || tail -n 40 "$log"
     rm -f "$log"
