@@ -318,15 +318,27 @@ fn the_watchdog_is_starved_when_frames_stop_being_analysed() {
         let mut hung_at = None;
         let t0 = Instant::now();
         let mut buf = [0u8; 64];
-        while t0.elapsed() < Duration::from_secs(120) {
+        // After the failpoint, frames already in the ring may still be analysed (seconds of them under
+        // qemu) and each may earn a ping; then the pings must stop: wait for 1.5 s without one (while the
+        // loop kept pinging every 200 ms, that never came).
+        let quiet = Duration::from_millis(1500);
+        let mut starved = false;
+        while t0.elapsed() < Duration::from_secs(180) {
             if let Ok(k) = server.recv(&mut buf) {
                 got.push((Instant::now(), String::from_utf8_lossy(&buf[..k]).into_owned()));
             }
             if hung_at.is_none() && run.stderr().contains("failpoint") {
                 hung_at = Some(Instant::now());
             }
-            if hung_at.is_some_and(|h| h.elapsed() > Duration::from_millis(2500)) {
-                break;
+            if let Some(h) = hung_at {
+                let last_ping = got.iter().rev().find(|g| g.1 == "WATCHDOG=1").map_or(h, |g| g.0.max(h));
+                if last_ping.elapsed() > quiet {
+                    starved = true;
+                    break;
+                }
+                if h.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
             }
         }
         let hung_at = hung_at.unwrap_or_else(|| panic!("{fp}: the failpoint never fired:\n{}", run.stderr()));
@@ -335,12 +347,8 @@ fn the_watchdog_is_starved_when_frames_stop_being_analysed() {
         stopped_in_time(fp, st, took, &err);
         assert_eq!(got.first().map(|g| g.1.as_str()), Some("READY=1"), "{fp}: {got:?}");
         let pings_before = got.iter().filter(|g| g.1 == "WATCHDOG=1" && g.0 < hung_at).count();
-        // Frames already in the ring are still analysed, and one ping may follow the last of them (half
-        // a watchdog interval later at most); after that, none.
-        let late = hung_at + Duration::from_millis(700);
-        let pings_after = got.iter().filter(|g| g.1 == "WATCHDOG=1" && g.0 > late).count();
         assert!(pings_before >= 2, "{fp}: pings while frames were analysed: {pings_before}\n{err}");
-        assert_eq!(pings_after, 0, "{fp}: the watchdog was still fed after frames stopped\n{err}");
+        assert!(starved, "{fp}: the watchdog was still fed 30 s after frames stopped\n{err}");
     }
 }
 
