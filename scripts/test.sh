@@ -79,7 +79,8 @@ cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release
 scripts/verify-service.sh "$tdir/release/lookout"
-for b in board/*/config.toml; do "$tdir/release/lookout" check --config "$b"; done
+# The board profiles name the boards' serial ports and GPIO chips, which this machine lacks.
+for b in board/*/config.toml; do "$tdir/release/lookout" check --no-devices --config "$b"; done
 part "native (fmt, clippy, tests incl. faults and the fuzz corpus, service unit, board profiles)" "$s"
 s=$(date +%s)
 scripts/deny.sh

@@ -611,6 +611,10 @@ fn check_and_run_refuse_every_bad_config_value() {
         assert!(err.contains("c.toml:") && err.contains(field), "check: {what}: want c.toml:line and {field} in {err}");
         no_panic(&err);
     }
+    // A profile for another machine can still be checked, without its devices.
+    let cfg = write_cfg(&dir, "[serial]\nport = \"/dev/ttyNOPE0\"\n[gpio]\nchip = \"pinctrl-nope\"\nline = 1\n");
+    let out = lookout(&["check", "--no-devices", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "check --no-devices: {}", text(&out.stderr));
     for fps in ["0", "nan", "inf", "-5", "0.001"] {
         for cmd in ["run", "detect"] {
             let out = lookout(&[cmd, "--source", "tests/data/bikes.mjpeg", "--fps", fps, "--json"]);
