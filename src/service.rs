@@ -88,7 +88,7 @@ impl Notifier {
         if !alive {
             if !self.starving {
                 self.starving = true;
-                log::error!("no frame analysed for {} s: not feeding the watchdog", every.as_secs());
+                log::error!("no frame analysed in the last {} ms: not feeding the watchdog", every.as_millis());
             }
             return;
         }
