@@ -84,7 +84,7 @@ impl Notifier {
         if self.last_ping.is_some_and(|t| now.saturating_duration_since(t) < every) {
             return;
         }
-        let alive = analysed != self.progress_at_ping || camera_lost || self.last_ping.is_none() && self.ready;
+        let alive = analysed != self.progress_at_ping || camera_lost;
         if !alive {
             if !self.starving {
                 self.starving = true;

@@ -614,6 +614,14 @@ fn check_and_run_refuse_every_bad_config_value() {
         assert!(err.contains("c.toml:") && err.contains(field), "check: {what}: want c.toml:line and {field} in {err}");
         no_panic(&err);
     }
+    // The fault-injection hook refuses what it does not know, before anything runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("run")
+        .env("LOOKOUT_FAILPOINT", "capture-panic@x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("LOOKOUT_FAILPOINT"), "{}", text(&out.stderr));
     // A profile for another machine can still be checked, without its devices.
     let cfg = write_cfg(&dir, "[serial]\nport = \"/dev/ttyNOPE0\"\n[gpio]\nchip = \"pinctrl-nope\"\nline = 1\n");
     let out = lookout(&["check", "--no-devices", "--config", cfg.to_str().unwrap()]);

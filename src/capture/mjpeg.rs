@@ -14,6 +14,7 @@ use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use super::pushback::Pushback;
 use super::{pts_ms, CaptureError, FrameSource, Next, SourceInfo};
 use crate::frame::{Frame, PixelFormat};
 
@@ -80,14 +81,11 @@ pub enum Split {
 /// Cuts an MJPEG byte stream into JPEGs, resynchronising after damage.
 ///
 /// Why a struct: after damage the next frame may already have been read (a truncated frame's scan data
-/// ends where the next frame's SOI begins). Those bytes are kept in `carry` and parsed again before the
-/// reader is touched, so one damaged frame costs one frame, never the good ones after it. The buffers
-/// keep their capacity: a warmed-up splitter does not allocate.
+/// ends where the next frame's SOI begins). Those bytes are put back and parsed again before the
+/// reader is touched ([`Pushback`]), so one damaged frame costs one frame, never the good ones after it.
 #[derive(Debug, Default)]
 pub struct Splitter {
-    carry: Vec<u8>,
-    at: usize,
-    spare: Vec<u8>,
+    back: Pushback,
 }
 
 /// Why parsing of one frame stopped.
@@ -105,16 +103,11 @@ impl Splitter {
 
     /// Forgets carried bytes (after a rewind).
     pub fn reset(&mut self) {
-        self.carry.clear();
-        self.at = 0;
+        self.back.clear();
     }
 
     fn byte<R: BufRead>(&mut self, r: &mut R) -> std::io::Result<Option<u8>> {
-        if let Some(&b) = self.carry.get(self.at) {
-            self.at = self.at.saturating_add(1);
-            return Ok(Some(b));
-        }
-        next_byte(r)
+        self.back.byte(r)
     }
 
     /// Reads the next JPEG (SOI .. EOI) from `r` into `out` (cleared first), inserting the standard
@@ -148,7 +141,7 @@ impl Splitter {
         if garbage {
             // The bytes before this SOI were a frame whose own start was damaged: that is one lost frame.
             // Report it now and deliver this frame next time.
-            self.push_back(&[0xFF, 0xD8]);
+            self.back.unread(&[&[0xFF, 0xD8]]);
             return Ok(Split::Damaged { reason: "garbage between frames" });
         }
         out.extend_from_slice(&[0xFF, 0xD8]);
@@ -186,20 +179,7 @@ impl Splitter {
             (None, Some(k)) => [b.get(k..).unwrap_or(&[]), &[][..]],
             (None, None) => return,
         };
-        self.spare.clear();
-        self.spare.extend_from_slice(rest[0]);
-        self.spare.extend_from_slice(rest[1]);
-        self.spare.extend_from_slice(self.carry.get(self.at..).unwrap_or(&[]));
-        std::mem::swap(&mut self.carry, &mut self.spare);
-        self.at = 0;
-    }
-
-    fn push_back(&mut self, bytes: &[u8]) {
-        self.spare.clear();
-        self.spare.extend_from_slice(bytes);
-        self.spare.extend_from_slice(self.carry.get(self.at..).unwrap_or(&[]));
-        std::mem::swap(&mut self.carry, &mut self.spare);
-        self.at = 0;
+        self.back.unread(&rest);
     }
 
     fn need<R: BufRead>(&mut self, r: &mut R) -> std::io::Result<Step<u8>> {
@@ -309,15 +289,6 @@ impl Splitter {
 /// Splits one JPEG from `r` with a fresh [`Splitter`] (one buffer holding one frame: a camera's).
 pub fn split_next<R: BufRead>(r: &mut R, out: &mut Vec<u8>) -> std::io::Result<Split> {
     Splitter::new().next(r, out)
-}
-
-fn next_byte<R: BufRead>(r: &mut R) -> std::io::Result<Option<u8>> {
-    let buf = r.fill_buf()?;
-    let Some(&b) = buf.first() else {
-        return Ok(None);
-    };
-    r.consume(1);
-    Ok(Some(b))
 }
 
 /// Decodes one JPEG into packed RGB at the start of `out`; a frame that does not fit is an error, never

@@ -15,6 +15,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 pub mod mjpeg;
+pub mod pushback;
 pub mod supervisor;
 pub mod synthetic;
 pub mod v4l2;

@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
 use super::mjpeg::ReadSeek;
+use super::pushback::Pushback;
 use super::{pts_ms, CaptureError, FrameSource, Next, SourceInfo};
 use crate::frame::{Frame, PixelFormat};
 
@@ -34,9 +35,8 @@ enum Chroma {
 /// corrupt frames, not misaligned pictures.
 pub struct Y4mSource {
     reader: BufReader<Box<dyn ReadSeek>>,
-    carry: Vec<u8>,
-    at: usize,
-    spare: Vec<u8>,
+    /// Bytes read again after damage (see the type's documentation).
+    back: Pushback,
     chroma: Chroma,
     info: SourceInfo,
     /// Byte offset of the first FRAME line, for rewinding.
@@ -118,9 +118,7 @@ impl Y4mSource {
         let planar = if chroma == Chroma::C422 { vec![0; info.frame_len()] } else { Vec::new() };
         Ok(Y4mSource {
             reader,
-            carry: Vec::new(),
-            at: 0,
-            spare: Vec::new(),
+            back: Pushback::default(),
             chroma,
             info,
             data_start: header.len() as u64,
@@ -137,37 +135,7 @@ impl Y4mSource {
     }
 
     fn byte(&mut self) -> std::io::Result<Option<u8>> {
-        if let Some(&b) = self.carry.get(self.at) {
-            self.at = self.at.saturating_add(1);
-            return Ok(Some(b));
-        }
-        let buf = self.reader.fill_buf()?;
-        let Some(&b) = buf.first() else { return Ok(None) };
-        self.reader.consume(1);
-        Ok(Some(b))
-    }
-
-    /// Fills `dst` from the carried bytes, then the file. Returns false if the file ended first.
-    fn fill(carry: &[u8], at: &mut usize, reader: &mut impl Read, dst: &mut [u8]) -> std::io::Result<bool> {
-        let have = carry.get(*at..).unwrap_or(&[]);
-        let n = have.len().min(dst.len());
-        let (head, tail) = dst.split_at_mut(n);
-        head.copy_from_slice(have.get(..n).unwrap_or(&[]));
-        *at = at.saturating_add(n);
-        match reader.read_exact(tail) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Puts `bytes` back in front of what is still to be read.
-    fn unread(&mut self, bytes: &[u8]) {
-        self.spare.clear();
-        self.spare.extend_from_slice(bytes);
-        self.spare.extend_from_slice(self.carry.get(self.at..).unwrap_or(&[]));
-        std::mem::swap(&mut self.carry, &mut self.spare);
-        self.at = 0;
+        self.back.byte(&mut self.reader)
     }
 
     /// Reads one line (up to `MAX_LINE` bytes) into `self.line`. Returns false at the end of the file.
@@ -218,7 +186,7 @@ impl Y4mSource {
             }
         }
         let got = peek.get(..n).unwrap_or(&[]);
-        self.unread(got);
+        self.back.unread(&[got]);
         // Three of the five letters are enough: a FRAME line with a damaged letter still shows that this
         // frame had the right length (the damaged line is then the next frame's problem).
         let letters = got.iter().zip(b"FRAME").filter(|(a, b)| a == b).count();
@@ -266,7 +234,7 @@ impl FrameSource for Y4mSource {
                 self.index = self.index.saturating_add(1);
                 let line = std::mem::take(&mut self.line);
                 if let Some(p) = line.windows(5).skip(1).position(|w| w == b"FRAME") {
-                    self.unread(line.get(p.saturating_add(1)..).unwrap_or(&[]));
+                    self.back.unread(&[line.get(p.saturating_add(1)..).unwrap_or(&[])]);
                 }
                 self.line = line;
                 self.resync = true;
@@ -279,8 +247,8 @@ impl FrameSource for Y4mSource {
             return Err(CaptureError::Corrupt { index, reason: "the frame does not fit the slot".into() });
         };
         let complete = match self.chroma {
-            Chroma::C422 => Self::fill(&self.carry, &mut self.at, &mut self.reader, &mut self.planar)?,
-            Chroma::C420 | Chroma::Mono => Self::fill(&self.carry, &mut self.at, &mut self.reader, dst)?,
+            Chroma::C422 => self.back.fill(&mut self.reader, &mut self.planar)?,
+            Chroma::C420 | Chroma::Mono => self.back.fill(&mut self.reader, dst)?,
         };
         if !complete {
             return Err(CaptureError::Corrupt { index, reason: "the file ends inside the frame".into() });
@@ -294,14 +262,11 @@ impl FrameSource for Y4mSource {
             let inside = data.windows(5).position(|w| w == b"FRAME");
             let straddle = (1..5).rev().find(|&k| {
                 data.ends_with(b"FRAME".get(..k).unwrap_or(&[]))
-                    && self.carry.get(self.at..).unwrap_or(&[]).starts_with(b"FRAME".get(k..).unwrap_or(&[]))
+                    && self.back.pending().starts_with(b"FRAME".get(k..).unwrap_or(&[]))
             });
             match (inside, straddle) {
-                (Some(p), _) => {
-                    let tail = data.get(p..).unwrap_or(&[]).to_vec();
-                    self.unread(&tail);
-                }
-                (None, Some(k)) => self.unread(b"FRAME".get(..k).unwrap_or(&[])),
+                (Some(p), _) => self.back.unread(&[data.get(p..).unwrap_or(&[])]),
+                (None, Some(k)) => self.back.unread(&[b"FRAME".get(..k).unwrap_or(&[])]),
                 (None, None) => self.resync = true,
             }
             return Err(CaptureError::Corrupt {
@@ -323,8 +288,7 @@ impl FrameSource for Y4mSource {
 
     fn rewind(&mut self) -> Result<bool, CaptureError> {
         self.reader.seek(SeekFrom::Start(self.data_start))?;
-        self.carry.clear();
-        self.at = 0;
+        self.back.clear();
         self.resync = false;
         self.index = 0;
         Ok(true)
