@@ -4,12 +4,15 @@
 //! to. The serial line carries fixed-format sentences, NMEA-style so any microcontroller can parse and
 //! verify them:
 //!
-//! `$LKALR,<seq>,<unix_ms>,<camera>,<class>,<score 2 decimals>,<x1>,<y1>,<x2>,<y2>*<CS>\r\n` (an alert)
-//! `$LKEVT,<seq>,<unix_ms>,<camera>,<event>*<CS>\r\n` (`camera_lost`, `camera_restored`, `internal_error`)
+//! `$LKALR,<seq>,<unix_ms>,<camera>,<rule>,<track>,<class>,<score 2 decimals>,<x1>,<y1>,<x2>,<y2>*<CS>\r\n`
+//! (a rule alerted for a track)
+//! `$LKCLR,<seq>,<unix_ms>,<camera>,<rule>,<track>*<CS>\r\n` (that alert is over: the track left)
+//! `$LKEVT,<seq>,<unix_ms>,<camera>,<event>*<CS>\r\n` (`camera_lost`, `camera_restored`, `internal_error`,
+//! `armed`, `disarmed`)
 //! `$LKHBT,<seq>,<unix_ms>,<camera>,<capture_fps>,<infer_fps>,<dropped>*<CS>\r\n` (a heartbeat)
 //!
 //! where CS is the XOR of every byte between `$` and `*` in two upper-case hex digits and the box is in
-//! integer source pixels. All three share one sequence counter ([`Sinks`]), so a receiver that sees a gap
+//! integer source pixels. All share one sequence counter ([`Sinks`]), so a receiver that sees a gap
 //! knows it missed a sentence. Sentences are formatted into a fixed-size buffer (no allocation). The serial
 //! port is a real tty put in raw 8N1 mode at the configured baud rate; without a port, sentences go to
 //! stdout. The GPIO output is any `embedded_hal::digital::OutputPin`: a Linux GPIO character-device line
@@ -30,11 +33,11 @@ use std::time::{Duration, Instant};
 use embedded_hal::digital::{ErrorType, OutputPin};
 
 use crate::capture::supervisor::CameraEvent;
-use crate::rules::Alert;
+use crate::rules::{RuleAlert, RuleClear};
 
-/// One sentence, formatted in place. 192 bytes holds any `$LKALR`: a 32-byte camera name and label,
-/// 20-digit sequence and timestamp, box coordinates clamped to ±99999.
-pub type Sentence = heapless::String<192>;
+/// One sentence, formatted in place. 256 bytes holds any `$LKALR`: a 32-byte camera name, rule name and
+/// label, 20-digit sequence and timestamp, a 10-digit track, box coordinates clamped to ±99999.
+pub type Sentence = heapless::String<256>;
 
 /// XOR of the bytes of `body` (the part between `$` and `*`).
 pub fn checksum(body: &[u8]) -> u8 {
@@ -56,13 +59,26 @@ pub fn sentence(
     write!(out, "*{cs:02X}\r\n")
 }
 
-/// Formats an alert as a `$LKALR` sentence.
-pub fn alert_sentence(out: &mut Sentence, seq: u64, a: &Alert, camera: &str, label: &str) -> std::fmt::Result {
+/// Formats a rule's alert as a `$LKALR` sentence.
+pub fn alert_sentence(
+    out: &mut Sentence,
+    seq: u64,
+    a: &RuleAlert,
+    camera: &str,
+    rule: &str,
+    label: &str,
+) -> std::fmt::Result {
     // Boxes are in source pixels; a wild decoder output cannot widen the sentence past its buffer.
-    let b = a.bbox.map(|v| if v.is_finite() { v.round().clamp(-99_999.0, 99_999.0) as i64 } else { 0 });
+    let [x1, y1, x2, y2] = a.bbox.map(|v| if v.is_finite() { v.round().clamp(-99_999.0, 99_999.0) as i64 } else { 0 });
+    let (unix_ms, track, score) = (a.frame.unix_ms, a.track, a.score);
     sentence(out, "LKALR", |s| {
-        write!(s, "{},{},{},{},{:.2},{},{},{},{}", seq, a.unix_ms, camera, label, a.score, b[0], b[1], b[2], b[3])
+        write!(s, "{seq},{unix_ms},{camera},{rule},{track},{label},{score:.2},{x1},{y1},{x2},{y2}")
     })
+}
+
+/// Formats the end of a rule's alert as a `$LKCLR` sentence.
+pub fn clear_sentence(out: &mut Sentence, seq: u64, c: &RuleClear, camera: &str, rule: &str) -> std::fmt::Result {
+    sentence(out, "LKCLR", |s| write!(s, "{seq},{},{camera},{rule},{}", c.frame.unix_ms, c.track))
 }
 
 /// Formats an event (`camera_lost`, `camera_restored`, `internal_error`) as a `$LKEVT` sentence.
@@ -418,15 +434,41 @@ impl<P: OutputPin> Sinks<P> {
     }
 
     /// Sends an alert on every sink: sentence, log line, alarm pulse. Returns its sequence number.
-    pub fn alert(&mut self, a: &Alert, label: &str, now: Instant) -> u64 {
+    pub fn alert(&mut self, a: &RuleAlert, rule: &str, label: &str, now: Instant) -> u64 {
         let seq = self.next_seq();
-        match alert_sentence(&mut self.sentence, seq, a, &self.camera, label) {
+        match alert_sentence(&mut self.sentence, seq, a, &self.camera, rule, label) {
             Ok(()) => self.serial.send(&self.sentence),
             Err(_) => log::error!("alert {seq}: the sentence does not fit its buffer; not sent"),
         }
-        log::info!("alert {seq}: {label} {:.2} in frame {} ({} ms)", a.score, a.frame, a.pts_ms);
+        log::info!(
+            "alert {seq}: rule {rule} track {} {label} {:.2} in frame {} ({} ms)",
+            a.track,
+            a.score,
+            a.frame.index,
+            a.frame.pts_ms
+        );
         self.alarm.trigger(now);
         seq
+    }
+
+    /// Sends the end of an alert (`$LKCLR`). Returns its sequence number.
+    pub fn clear(&mut self, c: &RuleClear, rule: &str) -> u64 {
+        let seq = self.next_seq();
+        match clear_sentence(&mut self.sentence, seq, c, &self.camera, rule) {
+            Ok(()) => self.serial.send(&self.sentence),
+            Err(_) => log::error!("clear {seq}: the sentence does not fit its buffer; not sent"),
+        }
+        log::info!("clear {seq}: rule {rule} track {} in frame {} ({} ms)", c.track, c.frame.index, c.frame.pts_ms);
+        seq
+    }
+
+    /// Sends a named event that is not the camera's (`armed`, `disarmed`).
+    pub fn notice(&mut self, name: &str, unix_ms: u64) {
+        let seq = self.next_seq();
+        if event_sentence(&mut self.sentence, seq, unix_ms, &self.camera, name).is_ok() {
+            self.serial.send(&self.sentence);
+        }
+        log::info!("event {seq}: {} {name}", self.camera);
     }
 
     /// Sends a camera event on every sink: sentence, log line, fault line.
@@ -483,23 +525,30 @@ mod tests {
 
     #[test]
     fn alert_sentence_has_the_fixed_shape_and_checksum() {
-        let a = Alert {
-            unix_ms: 1_700_000_000_123,
-            pts_ms: 0,
-            frame: 0,
-            class_id: 2,
-            score: 0.876,
-            bbox: [10.4, 20.6, 300.0, 271.5],
-        };
+        let a = alert(1_700_000_000_123, 0.876, [10.4, 20.6, 300.0, 271.5]);
         let mut s = Sentence::new();
-        alert_sentence(&mut s, 7, &a, "gate", "car").unwrap();
-        let body = "LKALR,7,1700000000123,gate,car,0.88,10,21,300,272";
+        alert_sentence(&mut s, 7, &a, "gate", "drive", "car").unwrap();
+        let body = "LKALR,7,1700000000123,gate,drive,12,car,0.88,10,21,300,272";
         let cs = body.bytes().fold(0u8, |x, b| x ^ b);
         assert_eq!(s.as_str(), format!("${body}*{cs:02X}\r\n"));
         assert_eq!(verify(&s), Some(body));
         let mut bad = s.as_str().to_string();
         bad.replace_range(7..8, "8");
         assert_eq!(verify(&bad), None);
+        let c = RuleClear { rule: 0, track: 12, frame: a.frame };
+        clear_sentence(&mut s, 8, &c, "gate", "drive").unwrap();
+        assert_eq!(verify(&s), Some("LKCLR,8,1700000000123,gate,drive,12"));
+        // The longest fields there can be still fit.
+        let long = "x".repeat(32);
+        let mut a = alert(u64::MAX, 1.0, [-1e9, 1e9, f32::NAN, 99_999.0]);
+        a.track = u32::MAX;
+        alert_sentence(&mut s, u64::MAX, &a, &long, &long, &long).unwrap();
+        assert!(verify(&s).is_some());
+    }
+
+    fn alert(unix_ms: u64, score: f32, bbox: [f32; 4]) -> RuleAlert {
+        let frame = crate::frame::FrameMeta { unix_ms, ..Default::default() };
+        RuleAlert { rule: 0, track: 12, class_id: 2, score, bbox, frame, direction: None }
     }
 
     #[derive(Default)]
@@ -564,8 +613,9 @@ mod tests {
         assert!(sinks.fault.as_ref().unwrap().is_on());
         sinks.event(CameraEvent::Restored, 20);
         assert!(!sinks.fault.as_ref().unwrap().is_on());
-        let a = Alert { unix_ms: 30, pts_ms: 0, frame: 0, class_id: 0, score: 0.5, bbox: [0.0; 4] };
-        assert_eq!(sinks.alert(&a, "person", Instant::now()), 4);
+        let a = alert(30, 0.5, [0.0; 4]);
+        assert_eq!(sinks.alert(&a, "door", "person", Instant::now()), 4);
+        assert_eq!(sinks.clear(&RuleClear { rule: 0, track: 12, frame: a.frame }, "door"), 5);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let bodies: Vec<&str> = text.split_inclusive("\r\n").map(|l| verify(l).unwrap()).collect();
         assert_eq!(
@@ -574,7 +624,8 @@ mod tests {
                 "LKHBT,1,5,gate,30.0,0.5,12",
                 "LKEVT,2,10,gate,camera_lost",
                 "LKEVT,3,20,gate,camera_restored",
-                "LKALR,4,30,gate,person,0.50,0,0,0,0"
+                "LKALR,4,30,gate,door,12,person,0.50,0,0,0,0",
+                "LKCLR,5,30,gate,door,12"
             ]
         );
         // Fault line: off at start, on while lost, off again; the alarm pulsed once.

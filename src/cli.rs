@@ -25,6 +25,9 @@ usage:
                                          profile for another machine); exit 0 ok, 2 not
   lookout detect --source FILE [--model MANIFEST] [--fps N] [--frames N] --json
                                          one JSON line of detections per frame, no rules
+  lookout replay --source FILE [--config FILE] [--model MANIFEST] [--fps N] [--frames N] [--json]
+                                         the config's tracking and rules on a clip, frame by frame:
+                                         every detection's track and, per rule, alert or why not
   lookout bench [--source FILE] [--model MANIFEST] [--frames N]
                                          per-stage timings (default: built-in clip, 100 frames)
   lookout probe                          list video devices, their formats, sizes and rates, and
@@ -111,6 +114,7 @@ pub fn main(args: Vec<String>) -> i32 {
         "run" => cmd_run(&args),
         "check" => cmd_check(&args),
         "detect" => cmd_detect(&args),
+        "replay" => cmd_replay(&args),
         "bench" => cmd_bench(&args),
         "probe" => cmd_probe(),
         "version" => {
@@ -178,7 +182,8 @@ fn load_model(src: &ModelSource, cfg: &Config) -> Result<(Model, SelfTestReport)
 
 /// The rules must name labels the model has; a typo would silently disable an alarm.
 fn check_rules(cfg: &Config, m: &Model) -> Result<(), i32> {
-    crate::rules::Rules::new(&cfg.rules, &m.manifest.labels, &m.manifest.alert_classes, m.decoder.score_threshold)
+    let rules = cfg.rule_configs();
+    crate::rules::RuleSet::new(&rules, &m.manifest.labels, &m.manifest.alert_classes, m.decoder.score_threshold)
         .map(|_| ())
         .map_err(|e| {
             let msg = format!("{e} ({})", m.manifest.name);
@@ -213,6 +218,8 @@ fn cmd_check(args: &Args) -> i32 {
                 m.manifest.sha256.get(..12).unwrap_or(&m.manifest.sha256),
                 describe(&report)
             );
+            let names: Vec<String> = cfg.rule_configs().iter().map(|r| r.name.0.clone()).collect();
+            println!("ok: {} rule(s): {}", names.len(), names.join(", "));
             if args.no_devices {
                 println!("note: devices not checked (--no-devices)");
             } else if let Err(e) = check_devices(&cfg) {
@@ -302,7 +309,16 @@ fn cmd_run(args: &Args) -> i32 {
     // A serial port or GPIO chip that is missing or fails is a device fault (exit 1: systemd retries);
     // a config that names it badly was refused above (exit 2).
     let analyzer = match pipeline::open_sinks(&cfg, None).and_then(|sinks| Analyzer::new(model, &cfg, sinks)) {
-        Ok(a) => a,
+        Ok(mut a) => {
+            match crate::shutdown::Arming::from_signals() {
+                Ok(arming) => a.arming = arming,
+                Err(e) => {
+                    eprintln!("lookout: cannot install the SIGUSR1/SIGUSR2 handlers: {e}");
+                    return 1;
+                }
+            }
+            a
+        }
         Err(e) => {
             eprintln!("lookout: {e:#}");
             return 1;
@@ -315,12 +331,13 @@ fn cmd_run(args: &Args) -> i32 {
     match pipeline::run(&cfg, analyzer, &stop, &mut notifier, faults) {
         Ok(s) => {
             log::info!(
-                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} inference errors, mean {:.1} ms per frame",
+                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} clears, {} inference errors, mean {:.1} ms per frame",
                 s.captured,
                 s.analysed,
                 s.dropped,
                 s.corrupt,
                 s.alerts,
+                s.clears,
                 s.infer_errors,
                 s.mean_infer_us as f64 / 1000.0
             );
@@ -413,6 +430,20 @@ fn cmd_detect(args: &Args) -> i32 {
     }
 }
 
+/// Reads the next good frame into `frame`: `Ok(false)` at the end of the source or on a stop; corrupt
+/// frames are skipped (logged), as `run` skips them.
+fn next_good_frame(source: &mut dyn FrameSource, frame: &mut Frame) -> Result<bool, CaptureError> {
+    loop {
+        match source.next_frame(frame) {
+            Ok(Next::Frame) => return Ok(true),
+            Ok(Next::End) => return Ok(false),
+            Err(CaptureError::Io(e)) if crate::shutdown::is_stopped(&e) => return Ok(false),
+            Err(CaptureError::Corrupt { index, reason }) => log::warn!("skipping corrupt frame {index}: {reason}"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn detect_loop(
     model: &mut Model,
     source: &mut dyn FrameSource,
@@ -425,17 +456,7 @@ fn detect_loop(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut done = 0u64;
-    while limit.is_none_or(|n| done < n) && !stop.is_set() {
-        match source.next_frame(&mut frame) {
-            Ok(Next::Frame) => {}
-            Ok(Next::End) => break,
-            Err(CaptureError::Io(e)) if crate::shutdown::is_stopped(&e) => break,
-            Err(CaptureError::Corrupt { index, reason }) => {
-                log::warn!("skipping corrupt frame {index}: {reason}");
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
+    while limit.is_none_or(|n| done < n) && !stop.is_set() && next_good_frame(source, &mut frame)? {
         done = done.saturating_add(1);
         let meta = FrameMeta::from(&frame);
         let geom = model.preprocessor.run(&frame, model.engine.input_mut());
@@ -457,5 +478,187 @@ fn detect_loop(
         writeln!(out, "{line}")?;
     }
     out.flush()?;
+    Ok(())
+}
+
+fn cmd_replay(args: &Args) -> i32 {
+    if args.source.is_none() {
+        eprintln!("lookout: replay needs --source FILE\n\n{USAGE}");
+        return 2;
+    }
+    let (cfg, model, _) = match config_and_model(args) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Err(code) = check_rules(&cfg, &model) {
+        return code;
+    }
+    let stop = match signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut source = match pipeline::open_source(&cfg, &stop) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lookout: {e}");
+            return 1;
+        }
+    };
+    // Decisions only: nothing is sent anywhere.
+    let alarm = crate::alert::GpioSink::new(
+        crate::alert::AnyPin::Log(crate::alert::LogPin::default()),
+        false,
+        std::time::Duration::from_millis(cfg.gpio.pulse_ms),
+    );
+    let serial = crate::alert::SerialSink::new(Box::new(std::io::sink()));
+    let sinks = crate::alert::Sinks::new(serial, alarm, None, &cfg.camera.name.0);
+    let mut analyzer = match Analyzer::new(model, &cfg, sinks) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            return 2;
+        }
+    };
+    match replay_loop(&mut analyzer, source.as_mut(), cfg.source.frames, &stop, args.json) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            1
+        }
+    }
+}
+
+/// Writes one frame's decisions: a JSON object per line, or text for people (frames with nothing in
+/// them are left out of the text).
+fn write_decisions(
+    out: &mut impl std::io::Write,
+    a: &Analyzer,
+    d: &crate::rules::Decisions,
+    meta: FrameMeta,
+    json: bool,
+    end: bool,
+) -> std::io::Result<()> {
+    use serde_json::{json, Map, Value};
+    let dets = if end { &[][..] } else { a.detections() };
+    let rules = &a.rules;
+    let track_class = |i: usize| {
+        a.tracker.track_of(i).and_then(|id| a.tracker.tracks().iter().find(|t| t.id == id)).map(|t| t.class_id)
+    };
+    if json {
+        let detections: Vec<Value> = dets
+            .iter()
+            .enumerate()
+            .map(|(i, det)| {
+                let mut per_rule = Map::new();
+                for r in 0..rules.rules.len() {
+                    let why = d.reason(i, r).map_or_else(|| "untracked".to_string(), |x| x.to_string());
+                    per_rule.insert(rules.name(r).to_string(), Value::String(why));
+                }
+                json!({
+                    "class": a.label(det.class_id),
+                    "track_class": track_class(i).map(|c| a.label(c)),
+                    "score": det.score,
+                    "box": det.bbox,
+                    "track": a.tracker.track_of(i),
+                    "rules": per_rule,
+                })
+            })
+            .collect();
+        let alerts: Vec<Value> = d
+            .alerts
+            .iter()
+            .map(|x| {
+                let mut v = json!({
+                    "rule": rules.name(x.rule), "track": x.track, "class": a.label(x.class_id),
+                    "score": x.score, "box": x.bbox,
+                });
+                if let (Some(dir), Some(o)) = (x.direction, v.as_object_mut()) {
+                    o.insert("direction".into(), Value::String(dir.name().into()));
+                }
+                v
+            })
+            .collect();
+        let clears: Vec<Value> =
+            d.clears.iter().map(|c| json!({"rule": rules.name(c.rule), "track": c.track})).collect();
+        let mut line = json!({
+            "frame": meta.index, "pts_ms": meta.pts_ms, "detections": detections, "alerts": alerts, "clears": clears,
+        });
+        if let (true, Some(o)) = (end, line.as_object_mut()) {
+            o.insert("end".into(), Value::Bool(true));
+        }
+        return writeln!(out, "{line}");
+    }
+    if dets.is_empty() && d.alerts.is_empty() && d.clears.is_empty() {
+        return Ok(());
+    }
+    if end {
+        writeln!(out, "end of stream after frame {} ({} ms):", meta.index, meta.pts_ms)?;
+    } else {
+        writeln!(out, "frame {} ({} ms):", meta.index, meta.pts_ms)?;
+    }
+    for (i, det) in dets.iter().enumerate() {
+        let b = det.bbox.map(|v| v.round() as i64);
+        let track = a.tracker.track_of(i).map_or_else(|| "-".to_string(), |t| t.to_string());
+        write!(
+            out,
+            "  {} {:.2} [{},{},{},{}] track {track}:",
+            a.label(det.class_id),
+            det.score,
+            b[0],
+            b[1],
+            b[2],
+            b[3]
+        )?;
+        for r in 0..rules.rules.len() {
+            let why = d.reason(i, r).map_or_else(|| "untracked".to_string(), |x| x.to_string());
+            write!(out, " {}={why}", rules.name(r))?;
+        }
+        writeln!(out)?;
+    }
+    for x in &d.alerts {
+        let dir = x.direction.map_or(String::new(), |d| format!(" crossing {}", d.name()));
+        writeln!(out, "  ALERT {} track {} {} {:.2}{dir}", rules.name(x.rule), x.track, a.label(x.class_id), x.score)?;
+    }
+    for c in &d.clears {
+        writeln!(out, "  CLEAR {} track {}", rules.name(c.rule), c.track)?;
+    }
+    Ok(())
+}
+
+fn replay_loop(
+    a: &mut Analyzer,
+    source: &mut dyn FrameSource,
+    limit: Option<u64>,
+    stop: &Shutdown,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut frame = Frame::with_capacity(source.info().frame_len());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut done = 0u64;
+    let mut last = FrameMeta::default();
+    let (mut alerts, mut clears) = (0usize, 0usize);
+    while limit.is_none_or(|n| done < n) && !stop.is_set() && next_good_frame(source, &mut frame)? {
+        done = done.saturating_add(1);
+        frame.unix_ms = crate::frame::unix_ms_now();
+        let meta = FrameMeta::from(&frame);
+        let geom = a.prepare(&frame);
+        a.infer()?;
+        a.decode(&geom);
+        a.decide(meta);
+        let d = a.decisions();
+        (alerts, clears) = (alerts.saturating_add(d.alerts.len()), clears.saturating_add(d.clears.len()));
+        write_decisions(&mut out, a, d, meta, json, false)?;
+        last = meta;
+    }
+    if !stop.is_set() {
+        a.finish();
+        let d = a.decisions();
+        clears = clears.saturating_add(d.clears.len());
+        write_decisions(&mut out, a, d, last, json, true)?;
+    }
+    out.flush()?;
+    log::info!("replay: {done} frames analysed, {alerts} alerts, {clears} clears");
     Ok(())
 }

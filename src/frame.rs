@@ -72,6 +72,22 @@ impl Frame {
     }
 }
 
+/// Which frame a result belongs to: what the stages after the slot was given back need of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameMeta {
+    pub index: u64,
+    pub pts_ms: u64,
+    pub unix_ms: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl From<&Frame> for FrameMeta {
+    fn from(f: &Frame) -> Self {
+        FrameMeta { index: f.index, pts_ms: f.pts_ms, unix_ms: f.unix_ms, width: f.width, height: f.height }
+    }
+}
+
 /// Wall clock in Unix milliseconds (0 if the clock is before 1970, which only a broken RTC gives).
 pub fn unix_ms_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -17,11 +17,36 @@ use crate::frame::Frame;
 /// allocating them per input would make the fuzzer measure the allocator.
 const MAX_FRAME: usize = 4 << 20;
 
-/// The config parser and its validation.
+/// The config parser and its validation; a config that parses then drives its rules and the tracker
+/// through a few frames of moving boxes (labels `person`, `car`, `truck`; class 9 is no label).
 pub fn config(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = crate::config::Config::parse(text, "fuzz.toml", Path::new("/etc/lookout"));
+    use crate::detect::Detection;
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(cfg) = crate::config::Config::parse(text, "fuzz.toml", Path::new("/etc/lookout")) else { return };
+    let labels = ["person".to_string(), "car".to_string(), "truck".to_string()];
+    let Ok(mut rules) = crate::rules::RuleSet::new(&cfg.rule_configs(), &labels, &labels[..1], 0.5) else { return };
+    let mut tracker = crate::track::Tracker::new(cfg.track, 8);
+    let mut out = rules.decisions(8);
+    for i in 0..40u16 {
+        let x = f32::from(i) * 9.0;
+        let dets = [
+            Detection { class_id: i % 3, score: 0.9, bbox: [x, 100.0, x + 60.0, 200.0] },
+            Detection { class_id: 9, score: 0.7, bbox: [600.0 - x, 50.0, 640.0 - x, 470.0] },
+            Detection { class_id: 0, score: 0.6, bbox: [x + 10.0, 110.0, x + 50.0, 190.0] },
+        ];
+        let n = usize::from(i % 4).min(dets.len());
+        let dets = dets.get(..n).unwrap_or(&[]);
+        let frame = crate::frame::FrameMeta {
+            index: u64::from(i),
+            pts_ms: u64::from(i) * 1000,
+            unix_ms: 1_700_000_000_000,
+            width: 640,
+            height: 480,
+        };
+        tracker.update(dets, frame.pts_ms);
+        rules.update(&tracker, dets, frame, i.wrapping_mul(37) % 1440, i % 7 != 3, &mut out);
     }
+    rules.finish(crate::frame::FrameMeta::default(), &mut out);
 }
 
 /// The MJPEG splitter, the DHT fix-up and the JPEG decoder, then the MJPEG source over the same bytes.

@@ -12,16 +12,20 @@
 //!  preprocess (convert + resize + normalize, one pass) ─▶ infer (tract) ─▶ detect (decode + NMS)
 //!                                                                             │
 //!                                                                             ▼
-//!                                                  rules (score, area, confirm, cooldown)
-//!                                                                             │ Alert
+//!                                                  track (IoU + constant velocity, stable ids)
+//!                                                                             │
 //!                                                                             ▼
-//!                          alert (serial $LKALR / $LKEVT / $LKHBT sentences, GPIO pulse and fault line)
+//!                               rules (class, score, area, zone/line, N-of-M, dwell, clear, schedule)
+//!                                                                             │ RuleAlert, RuleClear
+//!                                                                             ▼
+//!                 alert (serial $LKALR / $LKCLR / $LKEVT / $LKHBT sentences, GPIO pulse and fault line)
 //! ```
 //!
 //! - [`frame`]: the pixel buffers slots hold. [`capture`]: the sources. [`ring`]: the slots.
 //! - [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]: frame to detections.
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
-//! - [`rules`]: when a detection becomes an alert. [`alert`]: where alerts go.
+//! - [`track`]: the same object from frame to frame. [`rules`]: when a track becomes an alert, and why
+//!   not (zones, lines, confirmation, dwell, clear, schedules). [`alert`]: where alerts go.
 //! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
 //! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
 //! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.
@@ -42,3 +46,4 @@ pub mod ring;
 pub mod rules;
 pub mod service;
 pub mod shutdown;
+pub mod track;

@@ -33,14 +33,18 @@ use crate::capture::y4m::Y4mSource;
 use crate::capture::{CaptureError, FrameSource, Next};
 use crate::config::{Config, Pace, SourceKind};
 use crate::detect::Detection;
-use crate::frame::{unix_ms_now, Frame, PixelFormat};
+use crate::frame::Frame;
+pub use crate::frame::FrameMeta;
+use crate::frame::{unix_ms_now, PixelFormat};
 use crate::infer::InferError;
 use crate::model::Model;
 use crate::preprocess::Geometry;
 use crate::ring::{Policy, Ring, Take};
-use crate::rules::{Alert, Rules};
+use crate::rules::schedule::local_minute;
+use crate::rules::{Decisions, RuleSet};
 use crate::service::Notifier;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Arming, Shutdown};
+use crate::track::Tracker;
 
 /// The clip the built-in default runs on: 250 frames of street scene, 640x272, 25 fps, MJPEG.
 pub static BUILTIN_CLIP: &[u8] = include_bytes!("../tests/data/bikes.mjpeg");
@@ -142,6 +146,7 @@ pub struct Stats {
     pub corrupt: AtomicU64,
     pub analysed: AtomicU64,
     pub alerts: AtomicU64,
+    pub clears: AtomicU64,
     pub infer_errors: AtomicU64,
     /// The camera is known lost (between `camera_lost` and `camera_restored`).
     pub camera_lost: AtomicBool,
@@ -149,40 +154,45 @@ pub struct Stats {
     pub infer_us: AtomicU64,
 }
 
-/// Which frame a result belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameMeta {
-    pub index: u64,
-    pub pts_ms: u64,
-    pub unix_ms: u64,
-}
-
-impl From<&Frame> for FrameMeta {
-    fn from(f: &Frame) -> Self {
-        FrameMeta { index: f.index, pts_ms: f.pts_ms, unix_ms: f.unix_ms }
-    }
-}
-
-/// The inference side's per-frame work, with every buffer it needs allocated up front.
+/// The inference side's per-frame work (prepare → run → decode → track → rules), with every buffer
+/// it needs allocated up front. `run`, `replay` and `bench` all go through it, so what is replayed and
+/// measured is what runs.
 pub struct Analyzer {
     pub model: Model,
-    pub rules: Rules,
+    pub tracker: Tracker,
+    pub rules: RuleSet,
     pub sinks: Arc<Mutex<Sinks>>,
+    /// SIGUSR1 / SIGUSR2 (see [`Arming`]); armed unless set otherwise.
+    pub arming: Arming,
+    armed: bool,
     dets: Vec<Detection>,
-    alerts: Vec<Alert>,
+    decisions: Decisions,
+    /// The last frame decided (the stream's end is reported at it).
+    last: Option<FrameMeta>,
 }
 
 impl Analyzer {
     pub fn new(model: Model, cfg: &Config, sinks: Sinks) -> anyhow::Result<Analyzer> {
-        let rules = Rules::new(
-            &cfg.rules,
+        let rules = RuleSet::new(
+            &cfg.rule_configs(),
             &model.manifest.labels,
             &model.manifest.alert_classes,
             model.decoder.score_threshold,
         )?;
-        let dets = Vec::with_capacity(model.max_candidates());
-        let alerts = Vec::with_capacity(model.manifest.labels.len());
-        Ok(Analyzer { model, rules, sinks: Arc::new(Mutex::new(sinks)), dets, alerts })
+        let max_dets = model.max_candidates();
+        let dets = Vec::with_capacity(max_dets);
+        let decisions = rules.decisions(max_dets);
+        Ok(Analyzer {
+            model,
+            tracker: Tracker::new(cfg.track, max_dets),
+            rules,
+            sinks: Arc::new(Mutex::new(sinks)),
+            arming: Arming::new(true),
+            armed: true,
+            dets,
+            decisions,
+            last: None,
+        })
     }
 
     /// Preprocesses `frame` into the model input. The slot can be released afterwards.
@@ -203,18 +213,76 @@ impl Analyzer {
         &self.dets
     }
 
-    /// Applies the rules to the decoded detections and sends any alerts to the sinks. Returns how many.
-    pub fn act(&mut self, meta: FrameMeta, now: Instant) -> usize {
-        self.alerts.clear();
-        self.rules.update(&self.dets, meta.index, meta.pts_ms, meta.unix_ms, &mut self.alerts);
-        if !self.alerts.is_empty() {
+    /// The last frame's decisions (after [`Analyzer::decide`] or [`Analyzer::finish`]).
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// The last decoded detections.
+    pub fn detections(&self) -> &[Detection] {
+        &self.dets
+    }
+
+    /// Tracks the decoded detections and applies the rules: the frame's alerts, clears and, for every
+    /// detection, each rule's reason.
+    pub fn decide(&mut self, meta: FrameMeta) -> &Decisions {
+        self.tracker.update(&self.dets, meta.pts_ms);
+        let minute = if self.rules.needs_clock() { local_minute(meta.unix_ms) } else { 0 };
+        let armed = self.arming.is_armed();
+        self.rules.update(&self.tracker, &self.dets, meta, minute, armed, &mut self.decisions);
+        self.last = Some(meta);
+        &self.decisions
+    }
+
+    /// The stream ended: clears every alert still standing (at the last frame decided).
+    pub fn finish(&mut self) -> &Decisions {
+        let meta = self.last.unwrap_or_default();
+        self.rules.finish(meta, &mut self.decisions);
+        &self.decisions
+    }
+
+    /// The label of a class id (`?` for none).
+    pub fn label(&self, class_id: u16) -> &str {
+        self.model.manifest.labels.get(usize::from(class_id)).map_or("?", String::as_str)
+    }
+
+    /// Reports an arming change (`$LKEVT ... armed|disarmed`) once.
+    pub fn check_arming(&mut self) {
+        let now = self.arming.is_armed();
+        if now != self.armed {
+            self.armed = now;
+            let name = if now { "armed" } else { "disarmed" };
+            log::warn!("rules {name} (SIGUSR1 arms, SIGUSR2 disarms)");
+            lock(&self.sinks).notice(name, unix_ms_now());
+        }
+    }
+
+    /// Sends the decisions' alerts and clears to the sinks. Returns (alerts, clears).
+    fn send(&self, now: Instant) -> (usize, usize) {
+        let d = &self.decisions;
+        if !d.alerts.is_empty() || !d.clears.is_empty() {
             let mut sinks = lock(&self.sinks);
-            for a in &self.alerts {
-                let label = self.model.manifest.labels.get(a.class_id as usize).map(String::as_str).unwrap_or("?");
-                sinks.alert(a, label, now);
+            for a in &d.alerts {
+                sinks.alert(a, self.rules.name(a.rule), self.label(a.class_id), now);
+            }
+            for c in &d.clears {
+                sinks.clear(c, self.rules.name(c.rule));
             }
         }
-        self.alerts.len()
+        (d.alerts.len(), d.clears.len())
+    }
+
+    /// Decides the decoded frame and sends its alerts and clears. Returns (alerts, clears).
+    pub fn act(&mut self, meta: FrameMeta, now: Instant) -> (usize, usize) {
+        self.check_arming();
+        self.decide(meta);
+        self.send(now)
+    }
+
+    /// The stream ended: sends the clears of the alerts still standing. Returns how many.
+    pub fn end_of_stream(&mut self, now: Instant) -> usize {
+        self.finish();
+        self.send(now).1
     }
 }
 
@@ -251,6 +319,7 @@ pub struct Summary {
     pub dropped: u64,
     pub analysed: u64,
     pub alerts: u64,
+    pub clears: u64,
     pub infer_errors: u64,
     pub mean_infer_us: u64,
 }
@@ -522,6 +591,7 @@ pub fn run(
         dropped: ring.dropped(),
         analysed,
         alerts: stats.alerts.load(Ordering::Relaxed),
+        clears: stats.clears.load(Ordering::Relaxed),
         infer_errors: stats.infer_errors.load(Ordering::Relaxed),
         mean_infer_us: stats.infer_us.load(Ordering::Relaxed) / analysed.max(1),
     })
@@ -665,8 +735,9 @@ fn inference_loop(
                         let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
                         stats.infer_us.fetch_add(us, Ordering::Relaxed);
                         stats.analysed.fetch_add(1, Ordering::Relaxed);
-                        let n = analyzer.act(meta, Instant::now());
-                        stats.alerts.fetch_add(n as u64, Ordering::Relaxed);
+                        let (alerts, clears) = analyzer.act(meta, Instant::now());
+                        stats.alerts.fetch_add(alerts as u64, Ordering::Relaxed);
+                        stats.clears.fetch_add(clears as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         stats.infer_errors.fetch_add(1, Ordering::Relaxed);
@@ -674,8 +745,15 @@ fn inference_loop(
                     }
                 }
             }
-            Take::Timeout => {}
-            Take::Closed => break,
+            Take::Timeout => analyzer.check_arming(),
+            Take::Closed => {
+                // The source ended (not a stop): nothing is in view any more, so every alert clears.
+                if !stop.is_set() {
+                    let n = analyzer.end_of_stream(Instant::now());
+                    stats.clears.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                break;
+            }
         }
         lock(&analyzer.sinks).alarm.tick(Instant::now());
     }

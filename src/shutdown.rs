@@ -148,6 +148,60 @@ impl Shutdown {
     }
 }
 
+static ARMED: AtomicBool = AtomicBool::new(true);
+
+extern "C" fn on_arm_signal(sig: libc::c_int) {
+    ARMED.store(sig == libc::SIGUSR1, Ordering::SeqCst);
+}
+
+/// Whether the rules are armed: `SIGUSR1` arms, `SIGUSR2` disarms (`kill -USR2 $(pidof lookout)`, or
+/// `systemctl kill -s USR2 lookout`). A disarmed rule goes on tracking but does not alert. Rules start
+/// armed. The same process-wide reason as the stop: a handler can only reach a static.
+#[derive(Clone)]
+pub struct Arming {
+    local: Arc<AtomicBool>,
+    signals: bool,
+}
+
+impl Arming {
+    /// An arming switch that only [`Arming::set`] moves (tests, tools).
+    pub fn new(armed: bool) -> Arming {
+        Arming { local: Arc::new(AtomicBool::new(armed)), signals: false }
+    }
+
+    /// Installs the SIGUSR1 / SIGUSR2 handlers. With `SA_RESTART`: arming must not disturb a read.
+    pub fn from_signals() -> std::io::Result<Arming> {
+        for sig in [libc::SIGUSR1, libc::SIGUSR2] {
+            // SAFETY: a zeroed sigaction with a handler that only stores to an atomic.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_arm_signal as *const () as libc::sighandler_t;
+                libc::sigemptyset(&mut sa.sa_mask);
+                sa.sa_flags = libc::SA_RESTART;
+                if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(Arming { local: Arc::new(AtomicBool::new(true)), signals: true })
+    }
+
+    pub fn is_armed(&self) -> bool {
+        if self.signals {
+            ARMED.load(Ordering::SeqCst)
+        } else {
+            self.local.load(Ordering::SeqCst)
+        }
+    }
+
+    pub fn set(&self, armed: bool) {
+        if self.signals {
+            ARMED.store(armed, Ordering::SeqCst);
+        }
+        self.local.store(armed, Ordering::SeqCst);
+    }
+}
+
 /// A reader that never blocks past a stop: before each read it waits (with [`Shutdown::wait_fd`]) until
 /// the descriptor is readable or a stop is requested; after a stop it fails with the "stopped" error the
 /// capture loop recognises ([`is_stopped`]). For a regular file the wait returns at

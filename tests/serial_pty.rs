@@ -47,21 +47,22 @@ fn sink_sets_raw_8n1_at_the_baud_rate_and_writes_exact_sentences() {
     assert_eq!(t.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG), 0, "raw input");
     assert_eq!(t.c_oflag & libc::OPOST, 0, "no output processing: \\r\\n must go out as is");
 
-    let alert = lookout::rules::Alert {
-        unix_ms: 1_764_500_000_000,
-        pts_ms: 0,
-        frame: 0,
+    let alert = lookout::rules::RuleAlert {
+        rule: 0,
+        track: 9,
         class_id: 0,
         score: 0.914,
         bbox: [1.0, 2.0, 300.4, 200.6],
+        frame: lookout::frame::FrameMeta { unix_ms: 1_764_500_000_000, ..Default::default() },
+        direction: None,
     };
     let mut s = lookout::alert::Sentence::new();
-    lookout::alert::alert_sentence(&mut s, 3, &alert, "gate", "person").unwrap();
+    lookout::alert::alert_sentence(&mut s, 3, &alert, "gate", "lawn", "person").unwrap();
     sink.send(&s);
     sink.send(&s);
     let mut got = vec![0u8; 2 * s.len()];
     master.read_exact(&mut got).unwrap();
-    let line = "$LKALR,3,1764500000000,gate,person,0.91,1,2,300,201*";
+    let line = "$LKALR,3,1764500000000,gate,lawn,9,person,0.91,1,2,300,201*";
     let one = std::str::from_utf8(&got[..s.len()]).unwrap();
     assert!(one.starts_with(line) && one.ends_with("\r\n"), "{one:?}");
     assert!(lookout::alert::verify(one).is_some());
@@ -91,9 +92,10 @@ fn run_sends_alerts_to_the_configured_tty() {
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 256];
-        // The first 40 frames give two alerts (a car, then the cyclist); read until both are in. Heartbeats
-        // (every 10 s) come between them where the run is slow (under qemu).
-        while String::from_utf8_lossy(&buf).matches("$LKALR").count() < 2 || buf.last() != Some(&b'\n') {
+        // The first 40 frames give four alerts (a car; the cyclist, a car and a false person in frame 31-32)
+        // and, at the end of the clip, their four clears; read until the last is in. Heartbeats (every
+        // 10 s) come between them where the run is slow (under qemu).
+        while String::from_utf8_lossy(&buf).matches("$LKCLR").count() < 4 || buf.last() != Some(&b'\n') {
             let n = master.read(&mut chunk).unwrap();
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -103,16 +105,20 @@ fn run_sends_alerts_to_the_configured_tty() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty(), "alerts must not go to stdout when a port is set");
     let got = reader.join().unwrap();
-    let mut alerts = Vec::new();
+    let (mut alerts, mut clears) = (Vec::new(), Vec::new());
     for (i, l) in got.split_inclusive('\n').enumerate() {
         let body = lookout::alert::verify(l).unwrap_or_else(|| panic!("bad checksum: {l:?}"));
         let f: Vec<&str> = body.split(',').collect();
         assert_eq!((f[1], f[3]), ((i + 1).to_string().as_str(), "shop"), "one sequence for all sentences: {l:?}");
         match f[0] {
-            "LKALR" => alerts.push(f[4].to_string()),
+            "LKALR" => alerts.push((f[5].to_string(), f[6].to_string())),
+            "LKCLR" => clears.push(f[5].to_string()),
             "LKHBT" => assert_eq!(f.len(), 7, "{l:?}"),
             _ => panic!("unexpected sentence {l:?}"),
         }
     }
-    assert_eq!(alerts, ["car", "person"], "{got:?}");
+    let classes: Vec<&str> = alerts.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(classes, ["car", "person", "car", "person"], "{got:?}");
+    let tracks: Vec<&str> = alerts.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(clears, tracks, "each alert cleared at the end of the clip: {got:?}");
 }

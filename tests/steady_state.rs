@@ -65,8 +65,24 @@ fn run_once(cfg: &Config) -> ((u64, u64), pipeline::Summary) {
     ((after.0 - before.0, after.1 - before.1), summary)
 }
 
+/// The shipped clip with tracking and two zone rules (each half of the frame, one with a line-free
+/// dwell, one with a schedule that is always on), so every per-frame stage runs.
 fn file_config(kind: SourceKind, path: &std::path::Path) -> Config {
-    let mut cfg = Config::default();
+    let rules = r#"
+[[rule]]
+name = "left"
+classes = ["person", "car"]
+zone = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+confirm = "2/3"
+dwell_ms = 40
+[[rule]]
+name = "right"
+zone = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
+confirm = "3/5"
+schedule = ["00:00-24:00"]
+"#;
+    let mut cfg = Config::parse(rules, "steady.toml", std::path::Path::new("/")).unwrap();
+    assert_eq!(cfg.rule.len(), 2);
     cfg.source.kind = kind;
     cfg.source.path = Some(path.to_path_buf());
     cfg

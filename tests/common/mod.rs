@@ -82,3 +82,29 @@ pub fn clip_as_y4m(path: &Path, start: usize, frames: usize) {
     }
     std::fs::write(path, out).unwrap();
 }
+
+/// Writes frames `start..end` of the shipped MJPEG clip to `path` (an MJPEG stream of its own).
+pub fn clip_part(path: &Path, start: usize, end: usize) {
+    use lookout::capture::mjpeg::split_next;
+    let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
+    let mut r = std::io::Cursor::new(&bytes[..]);
+    let (mut jpeg, mut out) = (Vec::new(), Vec::new());
+    for i in 0..end {
+        split_next(&mut r, &mut jpeg).unwrap();
+        if i >= start {
+            out.extend_from_slice(&jpeg);
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The verified sentences of a `run`'s stdout, split into fields (checksum checked).
+pub fn sentences(stdout: &[u8]) -> Vec<Vec<String>> {
+    text(stdout)
+        .split_inclusive('\n')
+        .map(|l| {
+            let body = lookout::alert::verify(l).unwrap_or_else(|| panic!("bad sentence or checksum: {l:?}"));
+            body.split(',').map(str::to_string).collect()
+        })
+        .collect()
+}

@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 pub use crate::capture::v4l2::CameraFormat;
 
+mod rules;
+pub use rules::*;
+
 /// A configuration error that points at the file, line and field.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}:{column}: {field}: {message}")]
@@ -129,7 +132,11 @@ pub struct Config {
     pub source: SourceConfig,
     pub model: ModelConfig,
     pub ring: RingConfig,
-    pub rules: RulesConfig,
+    /// The older single rule table, read as one implicit rule named `default` (see [`RulesConfig`]).
+    pub rules: Option<RulesConfig>,
+    /// Named rules (`[[rule]]`). With neither, the implicit `default` rule of an empty `[rules]`.
+    pub rule: Vec<RuleConfig>,
+    pub track: TrackConfig,
     pub serial: SerialConfig,
     pub gpio: GpioConfig,
     pub heartbeat: HeartbeatConfig,
@@ -221,33 +228,6 @@ pub struct RingConfig {
     pub slots: Slots,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClassRule {
-    pub min_score: Option<Score>,
-    pub min_area: Option<f32>,
-    pub confirm_frames: Option<u32>,
-    pub cooldown_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// Labels (from the model manifest) that may raise alerts. Default: the manifest's `alert_classes`
-    /// (person, bicycle, car, motorbike, bus, truck for FastestDet; face for the face models).
-    pub classes: Option<Vec<String>>,
-    /// Minimum detection score (0..1) for a detection to count. Default: the manifest's score threshold.
-    pub min_score: Option<Score>,
-    /// Minimum box area in source pixels² (filters far-away specks). Default 0.
-    pub min_area: f32,
-    /// Consecutive analysed frames a class must be present in before it alerts. Default 2.
-    pub confirm_frames: u32,
-    /// After an alert, the same class stays quiet for this long, in milliseconds of stream time. Default 5000.
-    pub cooldown_ms: u64,
-    /// Per-label overrides of the four values above, e.g. `[rules.class.person] min_score = 0.5`.
-    pub class: BTreeMap<String, ClassRule>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SerialConfig {
@@ -315,18 +295,6 @@ impl Default for RingConfig {
         RingConfig { slots: Slots(4) }
     }
 }
-impl Default for RulesConfig {
-    fn default() -> Self {
-        RulesConfig {
-            classes: None,
-            min_score: None,
-            min_area: 0.0,
-            confirm_frames: 2,
-            cooldown_ms: 5_000,
-            class: BTreeMap::new(),
-        }
-    }
-}
 impl Default for SerialConfig {
     fn default() -> Self {
         SerialConfig { port: None, baud: Baud(115_200) }
@@ -336,17 +304,6 @@ impl Default for GpioConfig {
     fn default() -> Self {
         GpioConfig { chip: None, line: None, active_low: false, pulse_ms: 500, camera_lost_line: None }
     }
-}
-
-/// The checks a rule's `confirm_frames` and `min_area` need, top level and per class: the key and why.
-fn check_rule(confirm_frames: u32, min_area: f32) -> Result<(), (&'static str, String)> {
-    if !(1..=10_000).contains(&confirm_frames) {
-        return Err(("confirm_frames", "must be 1..10000".into()));
-    }
-    if !min_area.is_finite() || min_area < 0.0 {
-        return Err(("min_area", format!("{min_area} is not an area (a finite number >= 0, in pixels²)")));
-    }
-    Ok(())
 }
 
 /// 1-based line and column of byte offset `at` in `text`.
@@ -359,12 +316,14 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 /// Finds the line of `key` inside `[table]` (or at top level when `table` is empty); 0 if absent.
+/// Arrays of tables count from 0: the second `[[rule]]` is `rule[1]`, its `[rule.class.x]` is
+/// `rule[1].class.x`.
 fn find_key_line(text: &str, table: &str, key: &str) -> usize {
     let mut current = String::new();
     for (n, raw) in text.lines().enumerate() {
         let l = raw.trim();
-        if let Some(h) = l.strip_prefix('[') {
-            current = h.trim_end_matches(']').trim().to_string();
+        if l.starts_with('[') {
+            current = header_path(text, n);
             continue;
         }
         if current == table {
@@ -378,6 +337,31 @@ fn find_key_line(text: &str, table: &str, key: &str) -> usize {
     0
 }
 
+/// The table path of the header on line `n` (0-based) of `text`: `rule[2]`, `rules.class.person`.
+fn header_path(text: &str, n: usize) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut path = String::new();
+    for raw in text.lines().take(n.saturating_add(1)) {
+        let l = raw.split('#').next().unwrap_or("").trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let c = counts.entry(name.clone()).or_insert(0);
+            path = format!("{name}[{c}]");
+            *c = c.saturating_add(1);
+        } else if let Some(name) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            let name = name.trim();
+            // `[rule.class.x]` inside the last `[[rule]]`.
+            path = match name.split_once('.') {
+                Some((head, rest)) if counts.contains_key(head) => {
+                    format!("{head}[{}].{rest}", counts.get(head).copied().unwrap_or(1).saturating_sub(1))
+                }
+                _ => name.to_string(),
+            };
+        }
+    }
+    path
+}
+
 /// An error about `key` in `[table]` of `text`, pointing at the key's line, or at the table's header
 /// when the key is not written in the file.
 fn error_in(file: &str, text: &str, table: &str, key: &str, message: String) -> ConfigError {
@@ -385,9 +369,8 @@ fn error_in(file: &str, text: &str, table: &str, key: &str, message: String) -> 
     if line == 0 {
         line = text
             .lines()
-            .position(|l| {
-                l.trim().strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|h| h.trim() == table)
-            })
+            .enumerate()
+            .position(|(n, l)| l.trim().starts_with('[') && header_path(text, n) == table)
             .map_or(0, |n| n.saturating_add(1));
     }
     ConfigError { file: file.into(), line, column: usize::from(line > 0), field: format!("{table}.{key}"), message }
@@ -472,20 +455,10 @@ impl Config {
         if !(10..=MAX_PULSE_MS).contains(&cfg.gpio.pulse_ms) {
             return Err(err("gpio", "pulse_ms", format!("must be 10..{MAX_PULSE_MS} (one minute)")));
         }
-        let r = &cfg.rules;
-        if r.classes.as_ref().is_some_and(|c| c.is_empty()) {
-            return Err(err(
-                "rules",
-                "classes",
-                "is empty: name the labels that may alert (leave it out for the model's alert classes)".into(),
-            ));
+        for (i, r) in cfg.rule.iter_mut().enumerate() {
+            r.table = format!("rule[{i}]");
         }
-        check_rule(r.confirm_frames, r.min_area).map_err(|(key, m)| err("rules", key, m))?;
-        for (label, c) in &r.class {
-            let table = format!("rules.class.{label}");
-            check_rule(c.confirm_frames.unwrap_or(1), c.min_area.unwrap_or(0.0))
-                .map_err(|(key, m)| err(&table, key, m))?;
-        }
+        rules::validate(cfg.rules.as_ref(), &cfg.rule, &cfg.track).map_err(|(table, key, m)| err(&table, key, m))?;
         Ok(cfg)
     }
 
@@ -509,6 +482,16 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// The rules in force: the `[[rule]]` entries, or the one implicit rule of `[rules]` (or of its
+    /// defaults when the file has neither).
+    pub fn rule_configs(&self) -> Vec<RuleConfig> {
+        if self.rule.is_empty() {
+            vec![RuleConfig::from_legacy(&self.rules.clone().unwrap_or_default())]
+        } else {
+            self.rule.clone()
+        }
     }
 
     /// Effective pacing: files default to `fast`, the synthetic source to `realtime`.
