@@ -172,13 +172,14 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
-    pub fn new(model: Model, cfg: &Config, sinks: Sinks) -> anyhow::Result<Analyzer> {
-        let rules = RuleSet::new(
-            &cfg.rule_configs(),
-            &model.manifest.labels,
-            &model.manifest.alert_classes,
-            model.decoder.score_threshold,
-        )?;
+    /// The decoder's threshold (the manifest's, or `model.score_threshold`) is the rules' default
+    /// `min_score`; with a lower `[track] min_score` the decoder itself is lowered to it, so weaker
+    /// detections keep tracks alive without ever counting for a rule on their own.
+    pub fn new(mut model: Model, cfg: &Config, sinks: Sinks) -> anyhow::Result<Analyzer> {
+        let threshold = model.decoder.score_threshold;
+        let rules =
+            RuleSet::new(&cfg.rule_configs(), &model.manifest.labels, &model.manifest.alert_classes, threshold)?;
+        model.decoder.score_threshold = cfg.track.min_score.map_or(threshold, |s| s.0).min(threshold);
         let max_dets = model.max_candidates();
         let dets = Vec::with_capacity(max_dets);
         let decisions = rules.decisions(max_dets);

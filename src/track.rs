@@ -7,8 +7,11 @@
 //! to predictions greedily by IoU, best pair first. A detection of the same class continues a track from
 //! `min_iou`; one of another class only from the higher `class_flip_iou` (a car seen once as a truck is
 //! still the same object). A track keeps the class it has been seen as most (summed score), so a flip
-//! does not change what it alerts as. A track not seen for `max_coast_ms` ends; until then it coasts on
-//! its velocity, so an object missed for a few frames keeps its id. Capacity is fixed ([`MAX_TRACKS`],
+//! does not change what it alerts as. A track not seen for `max_coast_ms` ends (`stationary_coast_ms` for
+//! one that has stayed in place: a parked van hidden by a passing bus is still the same van); until then
+//! it coasts on its velocity, so an object missed for a few frames keeps its id. The tracker is fed from
+//! a lower score than the rules count (`[track] min_score`), so an object whose score wavers around the
+//! threshold keeps its track. Capacity is fixed ([`MAX_TRACKS`],
 //! heapless); when it is full, a new detection replaces the longest-unseen coasting track, or stays
 //! untracked (counted). No allocation per frame.
 
@@ -21,12 +24,19 @@ use crate::detect::{iou, Detection};
 
 /// Most objects followed at once.
 pub const MAX_TRACKS: usize = 64;
+/// Overlap with its last box a stationary track unseen for longer than `max_coast_ms` needs to be
+/// picked up again.
+const REACQUIRE_IOU: f32 = 0.6;
 /// Longest prediction ahead of the last sighting (ms of stream time).
 const PREDICT_MS: u64 = 250;
 /// An unmatched detection lying this much (of its own area) inside the box a track of its class was
 /// matched to in the same frame, or holding that box this much, is that object seen twice (a whole body
 /// and its upper half), not a new object.
 const NESTED: f32 = 0.8;
+
+fn centre(b: &[f32; 4]) -> [f32; 2] {
+    [(b[0] + b[2]) * 0.5, (b[1] + b[3]) * 0.5]
+}
 
 /// How much of box `a` lies inside box `b` (intersection over a's area).
 fn inside(a: &[f32; 4], b: &[f32; 4]) -> f32 {
@@ -58,6 +68,8 @@ pub struct Track {
     pub first_pts: u64,
     /// Frames it was seen in.
     pub hits: u32,
+    /// Centre of the box when first seen.
+    first_centre: [f32; 2],
     /// The detection (index into this frame's list) it was matched to, if seen in this frame.
     pub det: Option<usize>,
     votes: heapless::Vec<(u16, f32), VOTES>,
@@ -71,6 +83,15 @@ impl Track {
         let [dx, dy] = [self.velocity[0] * dt, self.velocity[1] * dt];
         let b = self.bbox;
         [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]
+    }
+
+    /// Seen often and still where it was first seen (within half its size): a parked car, a person
+    /// waiting. Such a track may stay unseen longer before it ends.
+    pub fn stationary(&self) -> bool {
+        let b = self.bbox;
+        let c = centre(&b);
+        let size = (b[2] - b[0]).max(b[3] - b[1]).max(1.0);
+        self.hits >= 5 && (c[0] - self.first_centre[0]).hypot(c[1] - self.first_centre[1]) < 0.5 * size
     }
 
     fn knows(&self, class_id: u16) -> bool {
@@ -92,7 +113,6 @@ impl Track {
     }
 
     fn observe(&mut self, d: &Detection, pts_ms: u64) {
-        let centre = |b: &[f32; 4]| [(b[0] + b[2]) * 0.5, (b[1] + b[3]) * 0.5];
         let dt = pts_ms.saturating_sub(self.last_pts).max(1) as f32;
         let (old, new) = (centre(&self.bbox), centre(&d.bbox));
         let v = [(new[0] - old[0]) / dt, (new[1] - old[1]) / dt];
@@ -144,8 +164,8 @@ impl Tracker {
 
     /// Feeds one analysed frame's detections (source pixels) at stream time `pts_ms`.
     pub fn update(&mut self, dets: &[Detection], pts_ms: u64) {
-        let coast = self.cfg.max_coast_ms;
-        self.tracks.retain(|t| pts_ms.saturating_sub(t.last_pts) <= coast);
+        let (coast, still) = (self.cfg.max_coast_ms, self.cfg.stationary_coast_ms);
+        self.tracks.retain(|t| pts_ms.saturating_sub(t.last_pts) <= if t.stationary() { still } else { coast });
         for t in self.tracks.iter_mut() {
             t.det = None;
         }
@@ -169,7 +189,16 @@ impl Tracker {
                     // Where it was predicted, or where it was last seen (it may have stopped).
                     let o = iou(&pred, &d.bbox).max(iou(&t.bbox, &d.bbox));
                     let same = t.class_id == d.class_id || t.knows(d.class_id);
-                    let need = if same { self.cfg.min_iou } else { self.cfg.class_flip_iou };
+                    // A track unseen for longer than max_coast_ms (a stationary one, kept) is picked up
+                    // again only by a detection of its class right where it stood: someone walking
+                    // through that spot later is someone else.
+                    let long_gone = pts_ms.saturating_sub(t.last_pts) > self.cfg.max_coast_ms;
+                    let need = match (long_gone, same) {
+                        (true, true) => self.cfg.min_iou.max(REACQUIRE_IOU),
+                        (true, false) => f32::INFINITY,
+                        (false, true) => self.cfg.min_iou,
+                        (false, false) => self.cfg.class_flip_iou,
+                    };
                     // Same-class pairs win ties against flips.
                     let rank = if same { o } else { o - 0.25 };
                     if o >= need && best.is_none_or(|(_, _, r)| rank > r) {
@@ -218,6 +247,7 @@ impl Tracker {
                 last_pts: pts_ms,
                 first_pts: pts_ms,
                 hits: 1,
+                first_centre: centre(&d.bbox),
                 det: Some(di),
                 votes,
             };
@@ -324,6 +354,25 @@ mod tests {
         t.update(&[d(car, 300.0, 100.0), d(truck, 330.0, 100.0)], 400);
         assert_eq!(ids(&t, 2)[0], Some(seen[0]));
         assert_ne!(ids(&t, 2)[1], Some(seen[0]));
+    }
+
+    #[test]
+    fn a_parked_object_survives_a_long_occlusion_a_moving_one_does_not() {
+        let mut t = tracker();
+        for f in 0..10u64 {
+            t.update(&[d(2, 300.0 + (f % 2) as f32, 100.0), d(0, f as f32 * 30.0, 300.0)], f * 100);
+        }
+        let (van, walker) = (t.track_of(0).unwrap(), t.track_of(1).unwrap());
+        assert!(t.tracks().iter().find(|x| x.id == van).unwrap().stationary());
+        assert!(!t.tracks().iter().find(|x| x.id == walker).unwrap().stationary());
+        // Both hidden for 5 s: the walker's track ends after 1 s, the van's lives on.
+        t.update(&[], 6000);
+        t.update(&[d(2, 300.0, 100.0)], 6100);
+        assert_eq!(t.track_of(0), Some(van));
+        assert_eq!(t.tracks().len(), 1);
+        // Hidden again; what comes 3 s later half over its spot (IoU 1/3) is another object.
+        t.update(&[d(2, 320.0, 100.0)], 9100);
+        assert_ne!(t.track_of(0), Some(van));
     }
 
     #[test]

@@ -105,6 +105,30 @@ direction = "right_to_left"
     assert!(!reasons.iter().any(|r| r == "alert"));
 }
 
+/// A parked car (frame 172 held still) that the detector misses for 2 s (an empty street frame) and
+/// then sees again is one alert, cleared once at the end, because a track that stayed in place outlives
+/// `max_coast_ms`; with `stationary_coast_ms = max_coast_ms` (what a plain tracker does) it alerts twice.
+#[test]
+fn a_parked_car_missed_for_two_seconds_is_one_alert() {
+    let dir = scratch("parked");
+    // Read at 5 fps (stream time 200 ms a frame), so the test is short also under qemu.
+    let mut frames = vec![172; 8];
+    frames.extend(std::iter::repeat_n(10, 10)); // 2 s: no car in view
+    frames.extend(std::iter::repeat_n(172, 8));
+    clip_of_frames(&dir.join("parked.mjpeg"), &frames);
+    let run = |extra: &str| {
+        let cfg = dir.join("parked.toml");
+        std::fs::write(&cfg, format!("[source]\nkind = \"mjpeg\"\npath = \"parked.mjpeg\"\nfps = 5\n[track]\n{extra}\n[[rule]]\nname = \"street\"\nclasses = [\"car\"]\n")).unwrap();
+        let out = lookout(&["run", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let s = sentences(&out.stdout);
+        let count = |kind: &str| s.iter().filter(|f| f[0] == kind).count();
+        (count("LKALR"), count("LKCLR"))
+    };
+    assert_eq!(run(""), (1, 1), "one alert, one clear");
+    assert_eq!(run("stationary_coast_ms = 1000"), (2, 2), "a plain tracker loses it");
+}
+
 /// `replay --json` on the shipped clip with the default config: its alerts are exactly `run`'s (rule,
 /// track, class, score, box, in order), and every detection has a reason for every rule.
 #[test]

@@ -330,11 +330,26 @@ pub struct TrackConfig {
     /// A track not seen for this long (stream time) ends; until then it coasts on its last velocity.
     /// 0..10000. Default 1000.
     pub max_coast_ms: u64,
+    /// A track that has stayed in place (a parked car: seen 5 times or more, its centre within half its
+    /// size of where it was first seen) ends only after this long unseen (occluded by a passing bus,
+    /// missed by the detector): max_coast_ms..600000. Default 10000.
+    pub stationary_coast_ms: u64,
+    /// Detections from this score on keep tracks alive (and are shown by `replay`), though a rule
+    /// counts only those above its own `min_score`: lowered, a parked car whose score wavers around the
+    /// threshold stays seen (but weak detections can also carry a track onto another object: measure
+    /// with `replay`). Default: the model's score threshold (no lowering); higher values are ignored.
+    pub min_score: Option<Score>,
 }
 
 impl Default for TrackConfig {
     fn default() -> Self {
-        TrackConfig { min_iou: 0.3, class_flip_iou: 0.5, max_coast_ms: 1000 }
+        TrackConfig {
+            min_iou: 0.3,
+            class_flip_iou: 0.5,
+            max_coast_ms: 1000,
+            stationary_coast_ms: 10_000,
+            min_score: None,
+        }
     }
 }
 
@@ -352,6 +367,9 @@ pub fn validate(legacy: Option<&RulesConfig>, rules: &[RuleConfig], track: &Trac
     }
     if track.max_coast_ms > 10_000 {
         return p("track", "max_coast_ms", "must be 0..10000".into());
+    }
+    if !(track.max_coast_ms..=600_000).contains(&track.stationary_coast_ms) {
+        return p("track", "stationary_coast_ms", "must be max_coast_ms..600000 (10 minutes)".into());
     }
     if let Some(r) = legacy {
         if !rules.is_empty() {

@@ -6,8 +6,9 @@
 //! the minimums and its place (the box's bottom-centre) is in the rule's zone (or anywhere without one).
 //! It alerts once it counted in N of the last M analysed frames (`confirm`: one flickering frame never
 //! trips the relay) and stayed `dwell_ms`, or, for a line rule, once it crossed the line in the asked
-//! direction; then never again for that track until it has been out for `clear_ms` (`$LKCLR`). A parked
-//! van is one alert, and a second person walking in is a second one. `cooldown_ms` is a minimum gap
+//! direction; then never again for that track: once the track has been out (or unseen) for `clear_ms`
+//! the alert is cleared (`$LKCLR`), and a track that comes back still does not alert twice. A parked van
+//! is one alert, and a second person walking in is a second one. `cooldown_ms` is a minimum gap
 //! before the rule alerts again for a new track. A disarmed rule (SIGUSR2) or one outside its schedule
 //! goes on counting but does not alert. Time is the frame's presentation time, not the wall clock, so a
 //! clip gives the same decisions however fast it is read; schedules alone look at the local wall clock,
@@ -176,7 +177,10 @@ struct State {
     track: u32,
     window: Window,
     presence: Presence,
+    /// An alert stands for it (until its clear).
     alerted: bool,
+    /// It alerted once: a track never alerts twice for a rule.
+    done: bool,
     last_point: Option<Point>,
     crossed: Option<Direction>,
     /// Looked at in the current frame.
@@ -190,6 +194,7 @@ impl State {
             window: Window::default(),
             presence: Presence::default(),
             alerted: false,
+            done: false,
             last_point: None,
             crossed: None,
             updated: false,
@@ -306,6 +311,12 @@ impl Rule {
         if d.score < p.min_score {
             return Some(Reason::Score);
         }
+        self.placed(p, d, at)
+    }
+
+    /// Whether a detection of an enabled class is there for the rule, whatever its score: area and
+    /// place. What keeps a stay (dwell, clear) going.
+    fn placed(&self, p: &ClassPolicy, d: &Detection, at: Point) -> Option<Reason> {
         if d.area() < p.min_area {
             return Some(Reason::Area);
         }
@@ -315,7 +326,8 @@ impl Rule {
         }
     }
 
-    /// The state of `track`, made if needed (evicting an unalerted one when the table is full).
+    /// The state of `track`, made if needed. When the table is full, one without a standing alert makes
+    /// room: one that never alerted first, then the longest gone.
     fn state(&mut self, track: u32) -> Option<usize> {
         if let Some(i) = self.states.iter().position(|s| s.track == track) {
             return Some(i);
@@ -328,7 +340,7 @@ impl Rule {
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.alerted)
-            .min_by_key(|(_, s)| (s.updated, s.presence.last_in()))
+            .min_by_key(|(_, s)| (s.done, s.updated, s.presence.last_in()))
             .map(|(i, _)| i)?;
         if let Some(s) = self.states.get_mut(victim) {
             *s = State::new(track);
@@ -358,6 +370,13 @@ impl Rule {
                 _ => Some(Reason::Untracked),
             };
             let counts = blocked.is_none();
+            // In the zone at any score the tracker keeps: the stay goes on (no clear for a parked car
+            // whose score dips for a while), though only a counting frame confirms.
+            let there = counts
+                || match (det, at, self.classes.get(usize::from(t.class_id))) {
+                    (Some((_, d)), Some(at), Some(p)) if p.enabled => self.placed(p, d, at).is_none(),
+                    _ => false,
+                };
             let existing = self.states.iter().position(|s| s.track == t.id);
             let want = existing.is_some() || counts || (self.is_line() && det.is_some());
             let si = if want { self.state(t.id) } else { None };
@@ -386,7 +405,7 @@ impl Rule {
                     s.last_point = Some(p);
                 }
             }
-            if counts {
+            if there {
                 s.presence.seen(pts);
             }
             let Some((i, d)) = det else { continue };
@@ -405,7 +424,7 @@ impl Rule {
                         Reason::Dwell { ms: dwell, need: self.dwell_ms }
                     } else if place.is_some() && s.crossed.is_none() {
                         Reason::NotCrossed
-                    } else if s.alerted {
+                    } else if s.done {
                         Reason::AlreadyAlerted
                     } else if let Some(g) = gate {
                         g
@@ -418,6 +437,7 @@ impl Rule {
             };
             if reason == Reason::Alert {
                 s.alerted = true;
+                s.done = true;
                 let direction = s.crossed;
                 self.last_alert = Some(pts);
                 if let Some(l) = self.last_alert_class.get_mut(usize::from(t.class_id)) {
@@ -627,6 +647,38 @@ mod tests {
         assert_eq!(reasons[0].as_deref(), Some("not_confirmed:1/2"));
         assert_eq!(reasons[1].as_deref(), Some("alert"));
         assert!(reasons[2..20].iter().all(|r| r.as_deref() == Some("already_alerted")));
+    }
+
+    #[test]
+    fn a_track_that_leaves_and_comes_back_alerts_once() {
+        let mut set = rules(
+            "[[rule]]\nname = \"gate\"\nconfirm = \"1/1\"\nclear_ms = 300\nzone = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]\n",
+        );
+        // In the zone (bottom-centre x < 0.5), out of it for a second, back: one track all along.
+        let xs = [10.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0];
+        let frames: Vec<Vec<Detection>> =
+            xs.iter().map(|&x| vec![Detection { class_id: 0, score: 0.9, bbox: [x, 0.0, x + 60.0, 80.0] }]).collect();
+        let (ev, reasons) = drive(&mut set, &frames, 100, &|_| true);
+        assert_eq!(ev, vec![('A', 0, 1, 0), ('C', 0, 1, 5)]);
+        assert_eq!(reasons[14].as_deref(), Some("already_alerted"));
+    }
+
+    #[test]
+    fn a_schedule_gates_alerts_by_the_injected_local_time() {
+        let mut set = rules("[[rule]]\nname = \"night\"\nconfirm = \"1/1\"\nschedule = [\"22:00-06:00\"]\n");
+        let mut tracker = Tracker::new(TrackConfig::default(), 8);
+        let mut out = set.decisions(8);
+        let dets = [person(10.0, 10.0)];
+        // 21:58, 21:59 (outside), 22:00 (armed): the alert comes at 22:00.
+        let mut got = Vec::new();
+        for (i, minute) in [1318u16, 1319, 1320, 1321].into_iter().enumerate() {
+            let m = meta(i as u64, 100);
+            tracker.update(&dets, m.pts_ms);
+            set.update(&tracker, &dets, m, minute, true, &mut out);
+            got.push((out.reason(0, 0).unwrap().to_string(), out.alerts.len()));
+        }
+        let want = [("outside_schedule", 0), ("outside_schedule", 0), ("alert", 1), ("already_alerted", 0)];
+        assert_eq!(got, want.map(|(r, n)| (r.to_string(), n)));
     }
 
     #[test]

@@ -85,16 +85,23 @@ pub fn clip_as_y4m(path: &Path, start: usize, frames: usize) {
 
 /// Writes frames `start..end` of the shipped MJPEG clip to `path` (an MJPEG stream of its own).
 pub fn clip_part(path: &Path, start: usize, end: usize) {
+    let frames: Vec<usize> = (start..end).collect();
+    clip_of_frames(path, &frames);
+}
+
+/// Writes the shipped clip's frames with the given numbers, in that order (repeats allowed), to `path`.
+pub fn clip_of_frames(path: &Path, frames: &[usize]) {
     use lookout::capture::mjpeg::split_next;
     let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
     let mut r = std::io::Cursor::new(&bytes[..]);
-    let (mut jpeg, mut out) = (Vec::new(), Vec::new());
-    for i in 0..end {
+    let mut jpeg = Vec::new();
+    let mut all = Vec::new();
+    let last = frames.iter().max().copied().unwrap_or(0);
+    for _ in 0..=last {
         split_next(&mut r, &mut jpeg).unwrap();
-        if i >= start {
-            out.extend_from_slice(&jpeg);
-        }
+        all.push(jpeg.clone());
     }
+    let out: Vec<u8> = frames.iter().flat_map(|&i| all[i].iter().copied()).collect();
     std::fs::write(path, out).unwrap();
 }
 
