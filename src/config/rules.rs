@@ -419,6 +419,9 @@ pub fn validate(legacy: Option<&RulesConfig>, rules: &[RuleConfig], track: &Trac
             }
             _ => {}
         }
+        if r.schedule.len() > 16 {
+            return p(t, "schedule", format!("{} windows: at most 16", r.schedule.len()));
+        }
         if r.line.is_some() && r.dwell_ms > 0 {
             return p(t, "dwell_ms", "a line is crossed, not dwelt on: dwell_ms needs a zone".into());
         }
