@@ -70,7 +70,9 @@ pub fn alert_sentence(
 ) -> std::fmt::Result {
     // Boxes are in source pixels; a wild decoder output cannot widen the sentence past its buffer.
     let [x1, y1, x2, y2] = a.bbox.map(|v| if v.is_finite() { v.round().clamp(-99_999.0, 99_999.0) as i64 } else { 0 });
-    let (unix_ms, track, score) = (a.frame.unix_ms, a.track, a.score);
+    // A score is a probability; a wild one (NaN, 1e30) must not widen the sentence either.
+    let score = if a.score.is_finite() { a.score.clamp(0.0, 1.0) } else { 0.0 };
+    let (unix_ms, track) = (a.frame.unix_ms, a.track);
     sentence(out, "LKALR", |s| {
         write!(s, "{seq},{unix_ms},{camera},{rule},{track},{label},{score:.2},{x1},{y1},{x2},{y2}")
     })
@@ -540,7 +542,7 @@ mod tests {
         assert_eq!(verify(&s), Some("LKCLR,8,1700000000123,gate,drive,12"));
         // The longest fields there can be still fit.
         let long = "x".repeat(32);
-        let mut a = alert(u64::MAX, 1.0, [-1e9, 1e9, f32::NAN, 99_999.0]);
+        let mut a = alert(u64::MAX, 1e30, [-1e9, 1e9, f32::NAN, 99_999.0]);
         a.track = u32::MAX;
         alert_sentence(&mut s, u64::MAX, &a, &long, &long, &long).unwrap();
         assert!(verify(&s).is_some());

@@ -306,17 +306,18 @@ fn cmd_run(args: &Args) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let arming = match crate::shutdown::Arming::from_signals() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lookout: cannot install the SIGUSR1/SIGUSR2 handlers: {e}");
+            return 1;
+        }
+    };
     // A serial port or GPIO chip that is missing or fails is a device fault (exit 1: systemd retries);
     // a config that names it badly was refused above (exit 2).
     let analyzer = match pipeline::open_sinks(&cfg, None).and_then(|sinks| Analyzer::new(model, &cfg, sinks)) {
         Ok(mut a) => {
-            match crate::shutdown::Arming::from_signals() {
-                Ok(arming) => a.arming = arming,
-                Err(e) => {
-                    eprintln!("lookout: cannot install the SIGUSR1/SIGUSR2 handlers: {e}");
-                    return 1;
-                }
-            }
+            a.arming = arming;
             a
         }
         Err(e) => {

@@ -1,4 +1,4 @@
-//! The pipeline: source → ring → preprocess → infer → decode → rules → sinks, on two threads.
+//! The pipeline: source → ring → preprocess → infer → decode → track → rules → sinks, on two threads.
 //!
 //! Why two threads and no more: capture must keep pace with the camera whatever inference does, and
 //! inference is the one heavy stage. The capture thread reads (and, for MJPEG, decodes) each frame straight
@@ -33,9 +33,8 @@ use crate::capture::y4m::Y4mSource;
 use crate::capture::{CaptureError, FrameSource, Next};
 use crate::config::{Config, Pace, SourceKind};
 use crate::detect::Detection;
-use crate::frame::Frame;
 pub use crate::frame::FrameMeta;
-use crate::frame::{unix_ms_now, PixelFormat};
+use crate::frame::{unix_ms_now, Frame, PixelFormat};
 use crate::infer::InferError;
 use crate::model::Model;
 use crate::preprocess::Geometry;
@@ -155,8 +154,7 @@ pub struct Stats {
 }
 
 /// The inference side's per-frame work (prepare → run → decode → track → rules), with every buffer
-/// it needs allocated up front. `run`, `replay` and `bench` all go through it, so what is replayed and
-/// measured is what runs.
+/// it needs allocated up front. `run` and `replay` both go through it, so what is replayed is what runs.
 pub struct Analyzer {
     pub model: Model,
     pub tracker: Tracker,

@@ -341,14 +341,16 @@ fn find_key_line(text: &str, table: &str, key: &str) -> usize {
 fn header_path(text: &str, n: usize) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut path = String::new();
+    // A line of a multi-line array (`[0.0, 1.0]`) is not a header: a table name has no `,` `[` `]`.
+    let name_ok = |h: &&str| !h.contains([',', '[', ']']);
     for raw in text.lines().take(n.saturating_add(1)) {
         let l = raw.split('#').next().unwrap_or("").trim();
-        if let Some(name) = l.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+        if let Some(name) = l.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")).filter(name_ok) {
             let name = name.trim().to_string();
             let c = counts.entry(name.clone()).or_insert(0);
             path = format!("{name}[{c}]");
             *c = c.saturating_add(1);
-        } else if let Some(name) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        } else if let Some(name) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')).filter(name_ok) {
             let name = name.trim();
             // `[rule.class.x]` inside the last `[[rule]]`.
             path = match name.split_once('.') {
@@ -561,6 +563,20 @@ mod tests {
         assert_eq!((e.line, e.field.as_str()), (3, "source.device"), "{e}");
         let e = parse("[source]\nkind = \"v4l2\"\nformat = \"h264\"\n").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (3, "source.format"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_arrays_of_tables_point_at_the_right_entry() {
+        let text = "[[rule]]\nname = \"a\"\nzone = [\n  [0.0, 0.0],\n  [1.0, 0.0],\n  [1.0, 1.0]\n]\n[[rule]]\nname = \"b\"\n[[rule]]\nname = \"b\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (11, "rule[2].name"), "{e}");
+        // A key after a multi-line array is found in its table (the array's lines are not headers).
+        let c = parse(
+            "[[rule]]\nname = \"a\"\nzone = [\n  [0.0, 0.0],\n  [1.0, 0.0],\n  [1.0, 1.0]\n]\nclasses = [\"x\"]\n",
+        )
+        .unwrap();
+        let e = c.error_at("rule[0]", "classes", "no".into());
+        assert_eq!(e.line, 8, "{e}");
     }
 
     #[test]
