@@ -12,7 +12,7 @@ use common::*;
 fn a_road_zone_alerts_for_cars_and_a_pavement_zone_for_the_pedestrian() {
     let dir = scratch("zones");
     // Under qemu (LOOKOUT_TEST_FRAMES < 250) a shorter part that still holds the cars and the walker.
-    let end = if clip_frames() < 250 { 200 } else { 250 };
+    let end = if clip_frames() < 250 { 192 } else { 250 };
     clip_part(&dir.join("street.mjpeg"), 137, end);
     std::fs::write(
         dir.join("zones.toml"),
@@ -133,7 +133,8 @@ fn a_parked_car_missed_for_two_seconds_is_one_alert() {
 /// track, class, score, box, in order), and every detection has a reason for every rule.
 #[test]
 fn replay_alerts_are_exactly_runs_and_every_detection_has_a_reason() {
-    let n = clip_frames().to_string();
+    // Under qemu the first 33 frames: two runs of the emulated model, and still four alerts.
+    let n = if clip_frames() < 250 { clip_frames().min(33) } else { 250 }.to_string();
     let run = lookout(&["run", "--frames", &n]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     let from_run: Vec<String> = sentences(&run.stdout)
@@ -262,14 +263,16 @@ fn bad_rules_name_file_line_and_field() {
 }
 
 /// SIGUSR2 disarms (reported as `$LKEVT ... disarmed`, and no alert while disarmed); SIGUSR1 arms again
-/// and the objects already in view, confirmed while disarmed, alert then.
+/// and the object already in view, confirmed while disarmed, alerts then. The clip is a parked car (frame
+/// 172 held) looping at 2 fps in real time, so the test takes seconds, also where inference is emulated.
 #[test]
 fn sigusr2_disarms_and_sigusr1_arms_again() {
     use std::io::BufRead;
     let dir = scratch("arming");
+    clip_of_frames(&dir.join("parked.mjpeg"), &[172; 4]);
     std::fs::write(
         dir.join("c.toml"),
-        "[source]\nkind = \"builtin\"\npace = \"realtime\"\nloop = true\n[heartbeat]\ninterval_ms = 0\n",
+        "[source]\nkind = \"mjpeg\"\npath = \"parked.mjpeg\"\nfps = 2\npace = \"realtime\"\nloop = true\n[heartbeat]\ninterval_ms = 0\n",
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
@@ -284,6 +287,7 @@ fn sigusr2_disarms_and_sigusr1_arms_again() {
     while !log.contains("ring 4 slots") {
         assert!(err.read_line(&mut log).unwrap() > 0, "lookout ended early: {log}");
     }
+    // The first frame is in the ring now; an alert needs two (confirm 2/3), 500 ms apart.
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR2) }, 0);
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -298,7 +302,7 @@ fn sigusr2_disarms_and_sigusr1_arms_again() {
         }
     };
     read(&mut lines, &|b| b.ends_with(",disarmed"));
-    // Disarmed for 2 s of the clip (the car at frame 17 and the cyclist at 31 come in this time).
+    // Disarmed for 2 s: the car is confirmed meanwhile, and does not alert.
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
     read(&mut lines, &|b| b.ends_with(",armed"));
@@ -310,5 +314,5 @@ fn sigusr2_disarms_and_sigusr1_arms_again() {
     let armed = lines.iter().position(|b| b.ends_with(",armed")).unwrap();
     assert_eq!(disarmed, 0, "disarmed before any alert: {lines:?}");
     assert!(!lines[..armed].iter().any(|b| b.starts_with("LKALR")), "no alert while disarmed: {lines:?}");
-    assert!(lines[armed + 1].starts_with("LKALR"), "{lines:?}");
+    assert!(lines[armed + 1].starts_with("LKALR") && lines[armed + 1].contains(",car,"), "{lines:?}");
 }
