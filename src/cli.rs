@@ -268,14 +268,14 @@ fn check_devices(cfg: &Config) -> Result<(), crate::config::ConfigError> {
         SourceKind::Builtin | SourceKind::Synthetic => {}
     }
     if let Some(p) = &cfg.serial.port {
-        crate::alert::open_tty(p, cfg.serial.baud.0)
+        crate::output::serial::open_tty(p, cfg.serial.baud.0)
             .map_err(|e| cfg.error_at("serial", "port", format!("{}: {e}", p.display())))?;
         println!("ok: serial port {}", p.display());
     }
     if let (Some(chip), Some(line)) = (&cfg.gpio.chip, cfg.gpio.line) {
-        crate::alert::check_line(chip, line).map_err(|e| cfg.error_at("gpio", "line", format!("{e:#}")))?;
+        crate::output::gpio::check_line(chip, line).map_err(|e| cfg.error_at("gpio", "line", format!("{e:#}")))?;
         if let Some(l) = cfg.gpio.camera_lost_line {
-            crate::alert::check_line(chip, l)
+            crate::output::gpio::check_line(chip, l)
                 .map_err(|e| cfg.error_at("gpio", "camera_lost_line", format!("{e:#}")))?;
         }
         println!("ok: GPIO chip {} line {line}", chip.display());
@@ -315,11 +315,11 @@ fn cmd_run(args: &Args) -> i32 {
     };
     // A serial port or GPIO chip that is missing or fails is a device fault (exit 1: systemd retries);
     // a config that names it badly was refused above (exit 2).
-    let analyzer = match pipeline::open_sinks(&cfg, None).and_then(|sinks| Analyzer::new(model, &cfg, sinks)) {
-        Ok(mut a) => {
-            a.arming = arming;
-            a
-        }
+    crate::output::gpio::install_panic_hook();
+    let analyzer = match pipeline::open_output(&cfg, None, &arming)
+        .and_then(|output| Analyzer::new(model, &cfg, output, arming))
+    {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("lookout: {e:#}");
             return 1;
@@ -332,7 +332,7 @@ fn cmd_run(args: &Args) -> i32 {
     match pipeline::run(&cfg, analyzer, &stop, &mut notifier, faults) {
         Ok(s) => {
             log::info!(
-                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} clears, {} inference errors, mean {:.1} ms per frame",
+                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} clears, {} inference errors, mean {:.1} ms per frame, {} sentences not sent",
                 s.captured,
                 s.analysed,
                 s.dropped,
@@ -340,7 +340,8 @@ fn cmd_run(args: &Args) -> i32 {
                 s.alerts,
                 s.clears,
                 s.infer_errors,
-                s.mean_infer_us as f64 / 1000.0
+                s.mean_infer_us as f64 / 1000.0,
+                s.output_dropped
             );
             0
         }
@@ -506,21 +507,20 @@ fn cmd_replay(args: &Args) -> i32 {
         }
     };
     // Decisions only: nothing is sent anywhere.
-    let alarm = crate::alert::GpioSink::new(
-        crate::alert::AnyPin::Log(crate::alert::LogPin::default()),
-        false,
-        std::time::Duration::from_millis(cfg.gpio.pulse_ms),
-    );
-    let serial = crate::alert::SerialSink::new(Box::new(std::io::sink()));
-    let sinks = crate::alert::Sinks::new(serial, alarm, None, &cfg.camera.name.0);
-    let mut analyzer = match Analyzer::new(model, &cfg, sinks) {
+    let arming = crate::shutdown::Arming::new(true);
+    let port = crate::output::serial::Port::Writer(Box::new(std::io::sink()));
+    let analyzer =
+        pipeline::open_output(&cfg, Some(port), &arming).and_then(|output| Analyzer::new(model, &cfg, output, arming));
+    let mut analyzer = match analyzer {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lookout: {e:#}");
             return 2;
         }
     };
-    match replay_loop(&mut analyzer, source.as_mut(), cfg.source.frames, &stop, args.json) {
+    let result = replay_loop(&mut analyzer, source.as_mut(), cfg.source.frames, &stop, args.json);
+    analyzer.output.shutdown(std::time::Duration::ZERO);
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("lookout: {e:#}");

@@ -30,7 +30,6 @@
 //! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
 //! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.
 
-pub mod alert;
 pub mod bench;
 pub mod capture;
 pub mod cli;
@@ -40,6 +39,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod infer;
 pub mod model;
+pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod ring;

@@ -226,10 +226,10 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
     if m.labels.is_empty() || m.labels.len() > usize::from(u16::MAX) {
         return Err(format!("labels: {} labels (want 1..{})", m.labels.len(), u16::MAX));
     }
-    if let Some(l) = m.labels.iter().find(|l| !crate::alert::field_ok(l)) {
+    if let Some(l) = m.labels.iter().find(|l| !crate::output::sentence::field_ok(l)) {
         return Err(format!(
             "labels: {l:?} cannot go into a sentence (1..{} printable ASCII characters, none of $ , *)",
-            crate::alert::MAX_FIELD
+            crate::output::sentence::MAX_FIELD
         ));
     }
     if let Some(c) = m.alert_classes.iter().find(|c| !m.labels.contains(c)) {

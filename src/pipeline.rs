@@ -1,4 +1,4 @@
-//! The pipeline: source → ring → preprocess → infer → decode → track → rules → sinks, on two threads.
+//! The pipeline: source → ring → preprocess → infer → decode → track → rules → output, on two threads.
 //!
 //! Why two threads and no more: capture must keep pace with the camera whatever inference does, and
 //! inference is the one heavy stage. The capture thread reads (and, for MJPEG, decodes) each frame straight
@@ -15,16 +15,16 @@
 //!
 //! A camera is supervised ([`crate::capture::supervisor`]): a read error, a stall or a vanished device
 //! closes it, `camera_lost` goes to every sink and the capture thread reopens it with backoff until frames
-//! flow (`camera_restored`); a camera absent at start is the same case. Only a file source ends a run. The
-//! sinks sit behind one lock shared by both threads ([`Sinks`]): alerts and heartbeats come from the
-//! inference thread (so a heartbeat also proves inference is alive), camera events from the capture thread.
+//! flow (`camera_restored`); a camera absent at start is the same case. Only a file source ends a run.
+//! Both threads hand events to the output stage ([`Output::send`], never blocking; it has threads of its
+//! own for the serial link and the GPIO lines): alerts, clears and heartbeats come from the inference
+//! thread (so a heartbeat also proves inference is alive), camera events from the capture thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::alert::{AnyPin, GpioSink, Heartbeat, LevelPin, LogPin, SerialSink, Sinks};
 use crate::capture::mjpeg::MjpegSource;
 use crate::capture::supervisor::Supervisor;
 use crate::capture::synthetic::SyntheticSource;
@@ -37,6 +37,10 @@ pub use crate::frame::FrameMeta;
 use crate::frame::{unix_ms_now, Frame, PixelFormat};
 use crate::infer::InferError;
 use crate::model::Model;
+use crate::output::gpio::{AnyPin, GpioSink, LevelPin, Lines, LogPin};
+use crate::output::sentence::field;
+use crate::output::serial::{Link, Port};
+use crate::output::{AlertData, Event, Heartbeat, Output, Settings};
 use crate::preprocess::Geometry;
 use crate::ring::{Policy, Ring, Take};
 use crate::rules::schedule::local_minute;
@@ -47,6 +51,9 @@ use crate::track::Tracker;
 
 /// The clip the built-in default runs on: 250 frames of street scene, 640x272, 25 fps, MJPEG.
 pub static BUILTIN_CLIP: &[u8] = include_bytes!("../tests/data/bikes.mjpeg");
+
+/// How long a stop lets queued sentences go out.
+const DRAIN: Duration = Duration::from_millis(300);
 
 /// The first delay before reopening a lost camera (then doubling up to `source.retry_max_ms`).
 pub const RETRY_INITIAL: Duration = Duration::from_millis(250);
@@ -132,12 +139,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
-/// Locks the sinks. A panic elsewhere while holding them leaves them usable (a sentence at most half
-/// written), so carry on rather than spread it.
-pub fn lock(sinks: &Mutex<Sinks>) -> MutexGuard<'_, Sinks> {
-    sinks.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Counters shared by both threads.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -159,8 +160,8 @@ pub struct Analyzer {
     pub model: Model,
     pub tracker: Tracker,
     pub rules: RuleSet,
-    pub sinks: Arc<Mutex<Sinks>>,
-    /// SIGUSR1 / SIGUSR2 (see [`Arming`]); armed unless set otherwise.
+    pub output: Output,
+    /// SIGUSR1 / SIGUSR2 and the serial ARM / DISARM (see [`Arming`]).
     pub arming: Arming,
     armed: bool,
     dets: Vec<Detection>,
@@ -173,7 +174,7 @@ impl Analyzer {
     /// The decoder's threshold (the manifest's, or `model.score_threshold`) is the rules' default
     /// `min_score`; with a lower `[track] min_score` the decoder itself is lowered to it, so weaker
     /// detections keep tracks alive without ever counting for a rule on their own.
-    pub fn new(mut model: Model, cfg: &Config, sinks: Sinks) -> anyhow::Result<Analyzer> {
+    pub fn new(mut model: Model, cfg: &Config, output: Output, arming: Arming) -> anyhow::Result<Analyzer> {
         let threshold = model.decoder.score_threshold;
         let rules =
             RuleSet::new(&cfg.rule_configs(), &model.manifest.labels, &model.manifest.alert_classes, threshold)?;
@@ -185,9 +186,9 @@ impl Analyzer {
             model,
             tracker: Tracker::new(cfg.track, max_dets),
             rules,
-            sinks: Arc::new(Mutex::new(sinks)),
-            arming: Arming::new(true),
-            armed: true,
+            output,
+            armed: arming.is_armed(),
+            arming,
             dets,
             decisions,
             last: None,
@@ -252,48 +253,69 @@ impl Analyzer {
             self.armed = now;
             let name = if now { "armed" } else { "disarmed" };
             log::warn!("rules {name} (SIGUSR1 arms, SIGUSR2 disarms)");
-            lock(&self.sinks).notice(name, unix_ms_now());
+            self.output.send(Event::Notice { name, unix_ms: unix_ms_now() });
         }
     }
 
-    /// Sends the decisions' alerts and clears to the sinks. Returns (alerts, clears).
-    fn send(&self, now: Instant) -> (usize, usize) {
+    /// Sends the decisions' alerts and clears. Returns (alerts, clears).
+    fn send(&self) -> (usize, usize) {
         let d = &self.decisions;
-        if !d.alerts.is_empty() || !d.clears.is_empty() {
-            let mut sinks = lock(&self.sinks);
-            for a in &d.alerts {
-                sinks.alert(a, self.rules.name(a.rule), self.label(a.class_id), now);
-            }
-            for c in &d.clears {
-                sinks.clear(c, self.rules.name(c.rule));
-            }
+        for a in &d.alerts {
+            let (rule, label) = (self.rules.name(a.rule), self.label(a.class_id));
+            log::info!(
+                "alert: rule {rule} track {} {label} {:.2} in frame {} ({} ms)",
+                a.track,
+                a.score,
+                a.frame.index,
+                a.frame.pts_ms
+            );
+            self.output.send(Event::Alert(AlertData {
+                unix_ms: a.frame.unix_ms,
+                rule: field(rule),
+                track: a.track,
+                class: field(label),
+                score: a.score,
+                bbox: a.bbox,
+            }));
+        }
+        for c in &d.clears {
+            let rule = self.rules.name(c.rule);
+            log::info!("clear: rule {rule} track {} in frame {} ({} ms)", c.track, c.frame.index, c.frame.pts_ms);
+            self.output.send(Event::Clear { unix_ms: c.frame.unix_ms, rule: field(rule), track: c.track });
         }
         (d.alerts.len(), d.clears.len())
     }
 
     /// Decides the decoded frame and sends its alerts and clears. Returns (alerts, clears).
-    pub fn act(&mut self, meta: FrameMeta, now: Instant) -> (usize, usize) {
+    pub fn act(&mut self, meta: FrameMeta) -> (usize, usize) {
         self.check_arming();
         self.decide(meta);
-        self.send(now)
+        self.send()
     }
 
     /// The stream ended: sends the clears of the alerts still standing. Returns how many.
-    pub fn end_of_stream(&mut self, now: Instant) -> usize {
+    pub fn end_of_stream(&mut self) -> usize {
         self.finish();
-        self.send(now).1
+        self.send().1
     }
 }
 
-/// Builds the sinks the config asks for; `serial` replaces the configured port when given (tests).
-pub fn open_sinks(cfg: &Config, serial: Option<SerialSink>) -> anyhow::Result<Sinks> {
+/// Starts the output stage the config asks for: the serial link (`port` replaces the configured one:
+/// tests), the GPIO lines, the output and GPIO threads. A serial port or GPIO chip that is missing or
+/// fails is an error here (a device fault: `run` exits 1).
+pub fn open_output(cfg: &Config, port: Option<Port>, arming: &Arming) -> anyhow::Result<Output> {
     use anyhow::Context;
-    let serial = match (serial, &cfg.serial.port) {
-        (Some(s), _) => s,
-        (None, Some(p)) => {
-            SerialSink::open(p, cfg.serial.baud.0).with_context(|| format!("opening serial port {}", p.display()))?
+    let port = match (port, &cfg.serial.port) {
+        (Some(p), _) => p,
+        (None, Some(p)) => Port::Tty { path: p.clone(), baud: cfg.serial.baud.0 },
+        (None, None) => Port::Stdout,
+    };
+    let link = match &port {
+        Port::Tty { path, .. } => {
+            let name = path.display().to_string();
+            Link::open(port).with_context(|| format!("opening serial port {name}"))?
         }
-        (None, None) => SerialSink::stdout(),
+        _ => Link::open(port).context("setting up stdout")?,
     };
     let g = &cfg.gpio;
     let pin = match (&g.chip, g.line) {
@@ -307,7 +329,14 @@ pub fn open_sinks(cfg: &Config, serial: Option<SerialSink>) -> anyhow::Result<Si
         }
         _ => None,
     };
-    Ok(Sinks::new(serial, alarm, fault, &cfg.camera.name.0))
+    let s = &cfg.serial;
+    let settings = Settings {
+        camera: cfg.camera.name.0.clone(),
+        ack: s.ack,
+        resend: Duration::from_millis(s.resend_ms),
+        max_sends: s.max_sends,
+    };
+    Ok(Output::spawn(settings, link, Lines { alarm, fault }, Box::new(arming.clone()))?)
 }
 
 /// What a finished run reports.
@@ -319,6 +348,8 @@ pub struct Summary {
     pub analysed: u64,
     pub alerts: u64,
     pub clears: u64,
+    /// Sentences that could not be sent (the output queue or the serial buffer was full).
+    pub output_dropped: u64,
     pub infer_errors: u64,
     pub mean_infer_us: u64,
 }
@@ -420,7 +451,7 @@ fn camera_loop(
     limit: Option<u64>,
     stats: &Stats,
     stop: &Shutdown,
-    sinks: &Mutex<Sinks>,
+    output: &Output,
     faults: Failpoints,
 ) {
     let start = Instant::now();
@@ -453,7 +484,7 @@ fn camera_loop(
                 }
                 Err(e) => {
                     let why = format!("{e} (attempt {})", sup.failures().saturating_add(1));
-                    camera_failed(&mut sup, sinks, stats, &dev, &why);
+                    camera_failed(&mut sup, output, stats, &dev, &why);
                 }
             }
             continue;
@@ -468,10 +499,10 @@ fn camera_loop(
                 drop(slot);
                 stats.captured.fetch_add(1, Ordering::Relaxed);
                 ring.publish(i);
-                if let Some((ev, gone)) = sup.frame(Instant::now()) {
+                if let Some((_, gone)) = sup.frame(Instant::now()) {
                     log::info!("camera {dev}: frames flow again after {:.1} s", gone.as_secs_f64());
                     stats.camera_lost.store(false, Ordering::Relaxed);
-                    lock(sinks).event(ev, unix_ms_now());
+                    output.send(Event::Camera { lost: false, unix_ms: unix_ms_now() });
                 }
             }
             Err(CaptureError::Corrupt { index, reason }) => {
@@ -495,22 +526,22 @@ fn camera_loop(
                     _ => "the stream ended".to_string(),
                 };
                 camera = None; // closes the device
-                camera_failed(&mut sup, sinks, stats, &dev, &format!("{why}; closed it"));
+                camera_failed(&mut sup, output, stats, &dev, &format!("{why}; closed it"));
             }
         }
     }
 }
 
 /// A failed open or a failed camera: tell the supervisor, log when the next attempt comes, and send
-/// `camera_lost` to the sinks if this starts an outage.
-fn camera_failed(sup: &mut Supervisor, sinks: &Mutex<Sinks>, stats: &Stats, dev: &std::path::Display<'_>, why: &str) {
+/// `camera_lost` to the output if this starts an outage.
+fn camera_failed(sup: &mut Supervisor, output: &Output, stats: &Stats, dev: &std::path::Display<'_>, why: &str) {
     let now = Instant::now();
     let ev = sup.failed(now);
     let retry = sup.wait(now).unwrap_or_default();
     log::warn!("camera {dev}: {why}; next attempt in {} ms", retry.as_millis());
-    if let Some(ev) = ev {
+    if ev.is_some() {
         stats.camera_lost.store(true, Ordering::Relaxed);
-        lock(sinks).event(ev, unix_ms_now());
+        output.send(Event::Camera { lost: true, unix_ms: unix_ms_now() });
     }
 }
 
@@ -557,17 +588,23 @@ pub fn run(
     notifier: &mut Notifier,
     faults: Failpoints,
 ) -> anyhow::Result<Summary> {
-    let sinks = analyzer.sinks.clone();
+    let output = analyzer.output.clone();
     let stats = Arc::new(Stats::default());
-    let (ring, capture) = start_capture(cfg, &stats, &sinks, stop, faults)?;
+    let (ring, capture) = match start_capture(cfg, &stats, &output, stop, faults) {
+        Ok(v) => v,
+        Err(e) => {
+            output.shutdown(DRAIN);
+            return Err(e);
+        }
+    };
     let infer = catch_unwind(AssertUnwindSafe(|| inference_loop(cfg, analyzer, &ring, &stats, stop, notifier, faults)));
     // Whatever ended the loop, everything stops now: waits on the capture side end at once, the ring
     // is closed, every line goes off (a pulse in progress is cut short: a stop must not wait for it).
     stop.request();
     ring.close();
-    lock(&sinks).off();
+    output.lines_off();
     notifier.notify("STOPPING=1");
-    let captured = join_within(capture, Duration::from_millis(1500));
+    let captured = join_within(capture, Duration::from_millis(1200));
     let failure = match (&infer, &captured) {
         (Err(p), _) => Some(format!("inference thread panicked: {}", panic_message(p.as_ref()))),
         (_, Joined::Panicked(m)) => Some(format!("capture thread panicked: {m}")),
@@ -575,14 +612,23 @@ pub fn run(
     };
     if let Some(why) = failure {
         log::error!("internal error: {why}");
-        lock(&sinks).internal_error(unix_ms_now());
+        output.send(Event::Notice { name: "internal_error", unix_ms: unix_ms_now() });
+        output.shutdown(DRAIN);
         return Err(anyhow::anyhow!("internal error: {why}"));
+    }
+    // What is queued goes out (for a moment: a stop must finish within 2 s), then the threads end.
+    let lost_output = output.failure();
+    output.shutdown(DRAIN);
+    if let Some(why) = lost_output {
+        return Err(anyhow::anyhow!("output failed: {why}; alerts could not be delivered"));
     }
     match captured {
         Joined::Done(Err(e)) => return Err(anyhow::Error::new(e).context("capture stopped")),
-        Joined::TimedOut => log::error!("the capture thread did not stop within 1.5 s; exiting without it"),
+        Joined::TimedOut => log::error!("the capture thread did not stop within 1.2 s; exiting without it"),
         _ => {}
     }
+    let o = output.stats();
+    let output_dropped = o.queue_full.load(Ordering::Relaxed).saturating_add(o.link_dropped.load(Ordering::Relaxed));
     let analysed = stats.analysed.load(Ordering::Relaxed);
     Ok(Summary {
         captured: stats.captured.load(Ordering::Relaxed),
@@ -591,6 +637,7 @@ pub fn run(
         analysed,
         alerts: stats.alerts.load(Ordering::Relaxed),
         clears: stats.clears.load(Ordering::Relaxed),
+        output_dropped,
         infer_errors: stats.infer_errors.load(Ordering::Relaxed),
         mean_infer_us: stats.infer_us.load(Ordering::Relaxed) / analysed.max(1),
     })
@@ -604,7 +651,7 @@ type CaptureBody = Box<dyn FnOnce(&Ring) -> Result<(), CaptureError> + Send>;
 fn start_capture(
     cfg: &Config,
     stats: &Arc<Stats>,
-    sinks: &Arc<Mutex<Sinks>>,
+    output: &Output,
     stop: &Shutdown,
     faults: Failpoints,
 ) -> anyhow::Result<(Arc<Ring>, CaptureThread)> {
@@ -632,12 +679,12 @@ fn start_capture(
             ring.slot_count(),
             settings.max_frame_len
         );
-        let sinks = sinks.clone();
+        let output = output.clone();
         let retry_max = Duration::from_millis(cfg.source.retry_max_ms);
         let handle = spawn(
             ring.clone(),
             Box::new(move |ring| {
-                camera_loop(&settings, retry_max, ring, limit, &stats, &stop, &sinks, faults);
+                camera_loop(&settings, retry_max, ring, limit, &stats, &stop, &output, faults);
                 Ok(())
             }),
         )?;
@@ -709,12 +756,13 @@ fn inference_loop(
             break;
         }
         if let Some(h) = heartbeat.as_mut().and_then(|h| h.due(now, stats, ring.dropped())) {
-            lock(&analyzer.sinks).heartbeat(&h);
+            analyzer.output.send(Event::Heartbeat(h));
+        }
+        if let Some(why) = analyzer.output.failure() {
+            log::error!("stopping: {why}");
+            break;
         }
         let mut wait = Duration::from_millis(100);
-        if let Some(d) = lock(&analyzer.sinks).alarm.deadline() {
-            wait = wait.min(d.saturating_duration_since(now));
-        }
         if let Some(h) = &heartbeat {
             wait = wait.min(h.next.saturating_duration_since(now));
         }
@@ -734,7 +782,7 @@ fn inference_loop(
                         let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
                         stats.infer_us.fetch_add(us, Ordering::Relaxed);
                         stats.analysed.fetch_add(1, Ordering::Relaxed);
-                        let (alerts, clears) = analyzer.act(meta, Instant::now());
+                        let (alerts, clears) = analyzer.act(meta);
                         stats.alerts.fetch_add(alerts as u64, Ordering::Relaxed);
                         stats.clears.fetch_add(clears as u64, Ordering::Relaxed);
                     }
@@ -748,13 +796,12 @@ fn inference_loop(
             Take::Closed => {
                 // The source ended (not a stop): nothing is in view any more, so every alert clears.
                 if !stop.is_set() {
-                    let n = analyzer.end_of_stream(Instant::now());
+                    let n = analyzer.end_of_stream();
                     stats.clears.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 break;
             }
         }
-        lock(&analyzer.sinks).alarm.tick(Instant::now());
     }
 }
 

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use lookout::alert::verify;
+use lookout::output::verify;
 
 /// `lookout run` with no config: the built-in model on the built-in clip, one implicit rule `default`.
 /// The sentences must be exactly the reviewed ones (tests/data/alerts-default.txt, each line prefixed

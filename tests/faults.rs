@@ -278,7 +278,7 @@ fn sigterm_switches_a_long_pulse_off_at_once() {
 fn internal_error_sentence(stdout: &str) -> bool {
     stdout
         .split_inclusive('\n')
-        .any(|l| lookout::alert::verify(l).is_some_and(|b| b.starts_with("LKEVT,") && b.ends_with(",internal_error")))
+        .any(|l| lookout::output::verify(l).is_some_and(|b| b.starts_with("LKEVT,") && b.ends_with(",internal_error")))
 }
 
 #[test]

@@ -295,7 +295,7 @@ fn sigusr2_disarms_and_sigusr1_arms_again() {
     let mut read = |lines: &mut Vec<String>, until: &dyn Fn(&str) -> bool| loop {
         let mut l = String::new();
         assert!(out.read_line(&mut l).unwrap() > 0, "{lines:?}");
-        let body = lookout::alert::verify(&l).unwrap_or_else(|| panic!("{l:?}")).to_string();
+        let body = lookout::output::verify(&l).unwrap_or_else(|| panic!("{l:?}")).to_string();
         lines.push(body.clone());
         if until(&body) {
             break;

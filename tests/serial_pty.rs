@@ -37,7 +37,8 @@ fn termios_of(path: &str) -> libc::termios {
 #[test]
 fn sink_sets_raw_8n1_at_the_baud_rate_and_writes_exact_sentences() {
     let (mut master, _slave, path) = pty();
-    let mut sink = lookout::alert::SerialSink::open(std::path::Path::new(&path), 9600).unwrap();
+    use lookout::output::serial::{Link, Port};
+    let mut link = Link::open(Port::Tty { path: path.clone().into(), baud: 9600 }).unwrap();
     let t = termios_of(&path);
     // SAFETY: reading speeds from an initialized termios.
     let (ispeed, ospeed) = unsafe { (libc::cfgetispeed(&t), libc::cfgetospeed(&t)) };
@@ -47,27 +48,30 @@ fn sink_sets_raw_8n1_at_the_baud_rate_and_writes_exact_sentences() {
     assert_eq!(t.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG), 0, "raw input");
     assert_eq!(t.c_oflag & libc::OPOST, 0, "no output processing: \\r\\n must go out as is");
 
-    let alert = lookout::rules::RuleAlert {
-        rule: 0,
+    let alert = lookout::output::AlertData {
+        unix_ms: 1_764_500_000_000,
+        rule: lookout::output::sentence::field("lawn"),
         track: 9,
-        class_id: 0,
+        class: lookout::output::sentence::field("person"),
         score: 0.914,
         bbox: [1.0, 2.0, 300.4, 200.6],
-        frame: lookout::frame::FrameMeta { unix_ms: 1_764_500_000_000, ..Default::default() },
-        direction: None,
     };
-    let mut s = lookout::alert::Sentence::new();
-    lookout::alert::alert_sentence(&mut s, 3, &alert, "gate", "lawn", "person").unwrap();
-    sink.send(&s);
-    sink.send(&s);
+    let mut s = lookout::output::Sentence::new();
+    lookout::output::sentence::alert_sentence(&mut s, 3, &alert, "gate").unwrap();
+    assert!(link.queue(&s) && link.queue(&s));
+    let mut input = [0u8; 64];
+    while link.pending() > 0 {
+        let (ev, _) = link.pump(std::time::Instant::now(), &mut input);
+        assert_eq!(ev, None);
+    }
     let mut got = vec![0u8; 2 * s.len()];
     master.read_exact(&mut got).unwrap();
     let line = "$LKALR,3,1764500000000,gate,lawn,9,person,0.91,1,2,300,201*";
     let one = std::str::from_utf8(&got[..s.len()]).unwrap();
     assert!(one.starts_with(line) && one.ends_with("\r\n"), "{one:?}");
-    assert!(lookout::alert::verify(one).is_some());
+    assert!(lookout::output::verify(one).is_some());
     assert_eq!(&got[..s.len()], &got[s.len()..]);
-    assert_eq!((sink.written, sink.errors), (2, 0));
+    assert_eq!((link.stats.queued, link.stats.dropped), (2, 0));
 }
 
 /// `lookout run` with `serial.port` set: the alerts arrive on the tty, not on stdout.
@@ -107,7 +111,7 @@ fn run_sends_alerts_to_the_configured_tty() {
     let got = reader.join().unwrap();
     let (mut alerts, mut clears) = (Vec::new(), Vec::new());
     for (i, l) in got.split_inclusive('\n').enumerate() {
-        let body = lookout::alert::verify(l).unwrap_or_else(|| panic!("bad checksum: {l:?}"));
+        let body = lookout::output::verify(l).unwrap_or_else(|| panic!("bad checksum: {l:?}"));
         let f: Vec<&str> = body.split(',').collect();
         assert_eq!((f[1], f[3]), ((i + 1).to_string().as_str(), "shop"), "one sequence for all sentences: {l:?}");
         match f[0] {

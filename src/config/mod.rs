@@ -235,6 +235,13 @@ pub struct SerialConfig {
     pub port: Option<PathBuf>,
     /// Baud rate, 8N1, raw. Default 115200.
     pub baud: Baud,
+    /// Keep every alert until the controller sends `$LKCMD,ACK,<seq>`, re-sending it (same seq, same
+    /// bytes) every `resend_ms`. Default false.
+    pub ack: bool,
+    /// With `ack`: milliseconds between re-sends of an unacknowledged alert, 100..60000. Default 2000.
+    pub resend_ms: u64,
+    /// With `ack`: sends of one alert in all before it is given up (logged, counted), 1..1000. Default 30.
+    pub max_sends: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,7 +304,7 @@ impl Default for RingConfig {
 }
 impl Default for SerialConfig {
     fn default() -> Self {
-        SerialConfig { port: None, baud: Baud(115_200) }
+        SerialConfig { port: None, baud: Baud(115_200), ack: false, resend_ms: 2000, max_sends: 30 }
     }
 }
 impl Default for GpioConfig {
@@ -439,6 +446,12 @@ impl Config {
             if p.is_relative() {
                 return Err(err("serial", "port", format!("{} is not an absolute device path", p.display())));
             }
+        }
+        if !(100..=60_000).contains(&cfg.serial.resend_ms) {
+            return Err(err("serial", "resend_ms", "must be 100..60000".into()));
+        }
+        if !(1..=1000).contains(&cfg.serial.max_sends) {
+            return Err(err("serial", "max_sends", "must be 1..1000".into()));
         }
         if cfg.gpio.chip.is_some() != cfg.gpio.line.is_some() {
             return Err(err("gpio", "line", "`chip` and `line` go together: set both or neither".into()));

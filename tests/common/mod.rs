@@ -110,7 +110,7 @@ pub fn sentences(stdout: &[u8]) -> Vec<Vec<String>> {
     text(stdout)
         .split_inclusive('\n')
         .map(|l| {
-            let body = lookout::alert::verify(l).unwrap_or_else(|| panic!("bad sentence or checksum: {l:?}"));
+            let body = lookout::output::verify(l).unwrap_or_else(|| panic!("bad sentence or checksum: {l:?}"));
             body.split(',').map(str::to_string).collect()
         })
         .collect()

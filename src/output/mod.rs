@@ -1,0 +1,442 @@
+//! Output: every way an alert leaves the sensor, off the inference thread.
+//!
+//! Why a stage of its own: a device on the other end of the wire must be able to rely on us, and we must
+//! not depend on it. Producers (the inference loop: alerts, clears, heartbeats, arming notices; the
+//! capture thread: camera events) hand an [`Event`] to [`Output::send`], which never blocks: GPIO gets
+//! its command at once (its own thread and timer: [`gpio`]), and the event goes into a bounded queue to
+//! the output thread, which numbers it (one `seq` for every sentence), formats it ([`sentence`]) and
+//! queues it on the serial link ([`serial`]), reads the controller's commands ([`protocol`]) and
+//! re-sends unacknowledged alerts. A full queue or a stalled port is logged and counted
+//! ([`OutputStats`]), never silent, and never delays the alarm line. Producers do not import this
+//! module's insides, and this module imports no producer: [`Event`] carries plain data.
+
+// Input reaches this code (files, drivers, the wire): no panic path. Arithmetic is checked, saturating
+// or provably bounded (each `allow` says why), and indexing goes through `get`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+pub mod gpio;
+pub mod protocol;
+pub mod sentence;
+pub mod serial;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gpio::{Gpio, GpioCmd, GpioThread};
+use protocol::{AckTable, Command, Line, LineReader, NakLimit, Refused};
+use sentence::{alert_sentence, clear_sentence, event_sentence, heartbeat_sentence};
+pub use sentence::{verify, AlertData, Field, Heartbeat, Sentence};
+use serial::{Link, LinkEvent};
+
+/// Events waiting for the output thread.
+pub const QUEUE: usize = 256;
+
+/// Something to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Alert(AlertData),
+    Clear {
+        unix_ms: u64,
+        rule: Field,
+        track: u32,
+    },
+    /// The camera was lost (true) or is back (false).
+    Camera {
+        lost: bool,
+        unix_ms: u64,
+    },
+    /// `armed`, `disarmed`, `internal_error`.
+    Notice {
+        name: &'static str,
+        unix_ms: u64,
+    },
+    Heartbeat(Heartbeat),
+}
+
+/// How the output thread behaves (from `[serial]`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub camera: String,
+    /// Keep alerts until `$LKCMD,ACK,<seq>`, re-sending them.
+    pub ack: bool,
+    pub resend: Duration,
+    /// Sends of one alert in all (the first and the re-sends).
+    pub max_sends: u32,
+}
+
+/// Counters of the output stage, for the summary, `$LKSTA` and the log.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Sentences formatted and queued on the link.
+    pub sentences: AtomicU64,
+    /// Events dropped because the queue to the output thread was full.
+    pub queue_full: AtomicU64,
+    /// Sentences the link dropped (its buffer full: the port stalled or gone for long).
+    pub link_dropped: AtomicU64,
+    /// Times the port failed and was closed.
+    pub link_lost: AtomicU64,
+    /// Alerts re-sent, and given up on (never acknowledged).
+    pub resent: AtomicU64,
+    pub given_up: AtomicU64,
+    /// Controller lines answered with `$LKNAK`, ignored (not `$LKCMD`), noise bytes.
+    pub naks: AtomicU64,
+    pub ignored: AtomicU64,
+    pub noise: AtomicU64,
+    /// Alerts sent and waiting for their ACK now.
+    pub unacked: AtomicU64,
+}
+
+struct Shared {
+    stats: OutputStats,
+    stop: AtomicBool,
+    failure: Mutex<Option<String>>,
+    threads: Mutex<Option<(std::thread::JoinHandle<()>, GpioThread)>>,
+}
+
+/// The producers' handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Output {
+    tx: SyncSender<Event>,
+    gpio: Gpio,
+    shared: Arc<Shared>,
+}
+
+/// Arming as the output thread sees it (ARM / DISARM commands; `$LKSTA` reports it).
+pub trait ArmSwitch: Send {
+    fn is_armed(&self) -> bool;
+    fn set(&self, armed: bool);
+}
+
+impl ArmSwitch for crate::shutdown::Arming {
+    fn is_armed(&self) -> bool {
+        crate::shutdown::Arming::is_armed(self)
+    }
+    fn set(&self, armed: bool) {
+        crate::shutdown::Arming::set(self, armed)
+    }
+}
+
+impl Output {
+    /// Starts the output thread on `link` and the GPIO thread on `lines`.
+    pub fn spawn<P: embedded_hal::digital::OutputPin + Send + 'static>(
+        settings: Settings,
+        link: Link,
+        lines: gpio::Lines<P>,
+        arming: Box<dyn ArmSwitch>,
+    ) -> std::io::Result<Output> {
+        let (gpio, gpio_thread) = Gpio::spawn(lines)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let shared = Arc::new(Shared {
+            stats: OutputStats::default(),
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            threads: Mutex::new(None),
+        });
+        let (s, g) = (shared.clone(), gpio.clone());
+        let handle = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || OutputThread::new(settings, link, arming, g, &s).run(rx))?;
+        *lock(&shared.threads) = Some((handle, gpio_thread));
+        Ok(Output { tx, gpio, shared })
+    }
+
+    /// Sends `ev`, never blocking: GPIO at once, the rest through the queue (a full one is counted).
+    pub fn send(&self, ev: Event) {
+        match &ev {
+            Event::Alert(_) => self.gpio.send(GpioCmd::Alert),
+            Event::Camera { lost, .. } => self.gpio.send(GpioCmd::CameraLost(*lost)),
+            _ => {}
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) => {
+                self.shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                log::error!("output queue full ({QUEUE} events): dropped {ev:?}");
+            }
+            Err(TrySendError::Disconnected(ev)) => log::error!("the output thread is gone: dropped {ev:?}"),
+        }
+    }
+
+    /// Every GPIO line off now.
+    pub fn lines_off(&self) {
+        self.gpio.send(GpioCmd::AllOff);
+    }
+
+    pub fn stats(&self) -> &OutputStats {
+        &self.shared.stats
+    }
+
+    pub fn gpio_stats(&self) -> &gpio::GpioStats {
+        &self.gpio.stats
+    }
+
+    /// Why output cannot go on (stdout closed), if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
+    }
+
+    /// Ends both threads: every line off at once; what is queued goes out for up to `drain` (a port
+    /// that does not take it is left behind, counted), then the threads are joined.
+    pub fn shutdown(&self, drain: Duration) {
+        self.gpio.send(GpioCmd::AllOff);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let Some((handle, gpio)) = lock(&self.shared.threads).take() else { return };
+        let deadline = Instant::now().checked_add(drain.saturating_add(Duration::from_millis(100)));
+        while !handle.is_finished() && deadline.is_none_or(|d| Instant::now() < d) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            log::error!("the output thread did not finish in time");
+        }
+        gpio.stop(Duration::from_millis(200));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The output thread's state.
+struct OutputThread<'a> {
+    settings: Settings,
+    link: Link,
+    arming: Box<dyn ArmSwitch>,
+    gpio: Gpio,
+    shared: &'a Shared,
+    seq: u64,
+    sentence: Sentence,
+    reader: LineReader,
+    acks: AckTable,
+    naks: NakLimit,
+    camera_lost: bool,
+    started: Instant,
+    /// When the stop came and the drain must end.
+    drain_until: Option<Instant>,
+}
+
+/// How long a stop waits for queued sentences to go out.
+pub const DRAIN: Duration = Duration::from_millis(500);
+
+impl<'a> OutputThread<'a> {
+    fn new(settings: Settings, link: Link, arming: Box<dyn ArmSwitch>, gpio: Gpio, shared: &'a Shared) -> Self {
+        let acks = AckTable::new(settings.resend, settings.max_sends);
+        OutputThread {
+            settings,
+            link,
+            arming,
+            gpio,
+            shared,
+            seq: 0,
+            sentence: Sentence::new(),
+            reader: LineReader::default(),
+            acks,
+            naks: NakLimit::new(),
+            camera_lost: false,
+            started: Instant::now(),
+            drain_until: None,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq = self.seq.saturating_add(1);
+        self.seq
+    }
+
+    /// Queues the sentence in `self.sentence` on the link.
+    fn put(&mut self, what: &str) {
+        let stats = &self.shared.stats;
+        if self.link.queue(&self.sentence) {
+            stats.sentences.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.link_dropped.fetch_add(1, Ordering::Relaxed);
+            log::error!(
+                "serial {}: {what} dropped: the port is not taking sentences ({} bytes waiting)",
+                self.link.name(),
+                self.link.pending()
+            );
+        }
+    }
+
+    fn event(&mut self, ev: &Event, now: Instant) {
+        let seq = self.next_seq();
+        let camera = self.settings.camera.as_str();
+        let ok = match ev {
+            Event::Alert(a) => alert_sentence(&mut self.sentence, seq, a, camera),
+            Event::Clear { unix_ms, rule, track } => {
+                clear_sentence(&mut self.sentence, seq, *unix_ms, camera, rule, *track)
+            }
+            Event::Camera { lost, unix_ms } => {
+                self.camera_lost = *lost;
+                let name = if *lost { "camera_lost" } else { "camera_restored" };
+                event_sentence(&mut self.sentence, seq, *unix_ms, camera, name)
+            }
+            Event::Notice { name, unix_ms } => event_sentence(&mut self.sentence, seq, *unix_ms, camera, name),
+            Event::Heartbeat(h) => heartbeat_sentence(&mut self.sentence, seq, camera, h),
+        };
+        if ok.is_err() {
+            log::error!("sentence {seq} does not fit its buffer; not sent");
+            return;
+        }
+        self.put("a sentence");
+        if let (Event::Alert(_), true) = (ev, self.settings.ack) {
+            if let Some(old) = self.acks.sent(seq, &self.sentence, now) {
+                self.shared.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "alert {old} given up unacknowledged: {} newer alerts wait for their ACK",
+                    protocol::MAX_UNACKED
+                );
+            }
+        }
+    }
+
+    /// Formats a reply (`$LKACK`, `$LKNAK`, `$LKSTA`) with the next seq and queues it.
+    fn reply(&mut self, talker: &str, fields: std::fmt::Arguments<'_>) {
+        let seq = self.next_seq();
+        let (camera, unix_ms) = (self.settings.camera.as_str(), crate::frame::unix_ms_now());
+        if sentence::sentence(&mut self.sentence, talker, |s| write!(s, "{seq},{unix_ms},{camera},{fields}")).is_ok() {
+            self.put("a reply");
+        }
+    }
+
+    fn command(&mut self, now: Instant) {
+        match protocol::parse(self.reader.line()) {
+            Ok(cmd) => {
+                match cmd {
+                    Command::Arm => self.arming.set(true),
+                    Command::Disarm => self.arming.set(false),
+                    Command::Ack(seq) => {
+                        if !self.acks.ack(seq) {
+                            // Acknowledged before, given up, or never an alert that waits: say so.
+                            if self.naks.allow(now) {
+                                self.shared.stats.naks.fetch_add(1, Ordering::Relaxed);
+                                self.reply("LKNAK", format_args!("not_pending,{seq}"));
+                            }
+                            return;
+                        }
+                    }
+                    Command::Status => {
+                        let armed = if self.arming.is_armed() { "armed" } else { "disarmed" };
+                        let camera = if self.camera_lost { "camera_lost" } else { "camera_ok" };
+                        let st = &self.shared.stats;
+                        let dropped = st
+                            .link_dropped
+                            .load(Ordering::Relaxed)
+                            .saturating_add(st.queue_full.load(Ordering::Relaxed));
+                        let (unacked, up) = (self.acks.len(), now.saturating_duration_since(self.started).as_secs());
+                        self.reply("LKSTA", format_args!("{armed},{camera},{unacked},{dropped},{up}"));
+                        return;
+                    }
+                    Command::Reset => self.gpio.send(GpioCmd::AlarmOff),
+                    Command::Ping => {}
+                }
+                match cmd {
+                    Command::Ack(seq) => self.reply("LKACK", format_args!("ACK,{seq}")),
+                    other => self.reply("LKACK", format_args!("{}", other.name())),
+                }
+            }
+            Err(Refused::Nak(reason)) => self.nak(reason, now),
+            Err(Refused::Ignored) => {
+                self.shared.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn nak(&mut self, reason: &str, now: Instant) {
+        self.shared.stats.naks.fetch_add(1, Ordering::Relaxed);
+        if self.naks.allow(now) {
+            self.reply("LKNAK", format_args!("{reason}"));
+        }
+    }
+
+    fn pump(&mut self, now: Instant) {
+        let mut input = [0u8; 256];
+        // A few rounds: a burst of input is answered in one go, a flood cannot keep us here.
+        for _ in 0..8 {
+            let (ev, n) = self.link.pump(now, &mut input);
+            match ev {
+                Some(LinkEvent::Lost(why)) => {
+                    self.shared.stats.link_lost.fetch_add(1, Ordering::Relaxed);
+                    log::error!("serial {}: {why}; closed it, reopening with backoff", self.link.name());
+                }
+                Some(LinkEvent::Restored) => log::warn!("serial {}: reopened", self.link.name()),
+                Some(LinkEvent::Fatal(why)) => {
+                    log::error!("output: {why}: alerts cannot be delivered");
+                    *lock(&self.shared.failure) = Some(why);
+                }
+                None => {}
+            }
+            if n == 0 {
+                break;
+            }
+            for &b in input.get(..n).unwrap_or(&[]) {
+                match self.reader.push(b) {
+                    Some(Line::Ready) => self.command(now),
+                    Some(Line::TooLong) => self.nak("too_long", now),
+                    None => {}
+                }
+            }
+            self.shared.stats.noise.store(self.reader.noise, Ordering::Relaxed);
+        }
+        if self.settings.ack {
+            let mut due: heapless::Vec<Sentence, { protocol::MAX_UNACKED }> = heapless::Vec::new();
+            let mut gone: heapless::Vec<u64, { protocol::MAX_UNACKED }> = heapless::Vec::new();
+            self.acks.due(
+                now,
+                |_, s| {
+                    let _ = due.push(s.clone());
+                },
+                |seq| {
+                    let _ = gone.push(seq);
+                },
+            );
+            for s in &due {
+                self.sentence.clone_from(s);
+                self.shared.stats.resent.fetch_add(1, Ordering::Relaxed);
+                self.put("a re-sent alert");
+            }
+            for seq in &gone {
+                self.shared.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                log::error!("alert {seq} given up: never acknowledged after {} sends", self.settings.max_sends);
+            }
+            self.shared.stats.unacked.store(self.acks.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Event>) {
+        loop {
+            let now = Instant::now();
+            if self.drain_until.is_none() && self.shared.stop.load(Ordering::SeqCst) {
+                self.drain_until = now.checked_add(DRAIN);
+            }
+            let wait = if self.link.pending() > 0 || self.drain_until.is_some() { 5 } else { 20 };
+            match rx.recv_timeout(Duration::from_millis(wait)) {
+                Ok(ev) => {
+                    self.event(&ev, Instant::now());
+                    // Everything queued meanwhile, so a stop finds the queue empty.
+                    while let Ok(ev) = rx.try_recv() {
+                        self.event(&ev, Instant::now());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.drain_until.get_or_insert(now.checked_add(DRAIN).unwrap_or(now));
+                }
+            }
+            self.pump(Instant::now());
+            if let Some(until) = self.drain_until {
+                let left = self.link.pending();
+                if left == 0 || Instant::now() >= until {
+                    if left > 0 {
+                        log::error!("serial {}: stopping with {left} bytes the port did not take", self.link.name());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
