@@ -5,23 +5,6 @@ mod common;
 use common::*;
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
-
-/// Opens a pty pair; returns (master, slave fd kept open, slave path).
-fn pty() -> (std::fs::File, OwnedFd, String) {
-    let (mut m, mut s) = (0, 0);
-    // SAFETY: openpty fills two descriptors we then own; name/termios/winsize may be null.
-    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    let mut name = [0 as libc::c_char; 128];
-    // SAFETY: buffer and length are valid.
-    let rc = unsafe { libc::ttyname_r(s, name.as_mut_ptr(), name.len()) };
-    assert_eq!(rc, 0);
-    // SAFETY: ttyname_r wrote a NUL-terminated string.
-    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
-    // SAFETY: both descriptors were just created and are owned here.
-    unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s), path) }
-}
 
 fn termios_of(path: &str) -> libc::termios {
     let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();

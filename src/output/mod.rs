@@ -253,12 +253,15 @@ impl<'a> OutputThread<'a> {
         if self.link.queue(&self.sentence) {
             stats.sentences.fetch_add(1, Ordering::Relaxed);
         } else {
-            stats.link_dropped.fetch_add(1, Ordering::Relaxed);
-            log::error!(
-                "serial {}: {what} dropped: the port is not taking sentences ({} bytes waiting)",
-                self.link.name(),
-                self.link.pending()
-            );
+            let n = stats.link_dropped.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            // The first, then every 100th: a stalled port must not flood the log as well.
+            if n == 1 || n.is_multiple_of(100) {
+                log::error!(
+                    "serial {}: {what} dropped ({n} so far): the port is not taking sentences ({} bytes waiting)",
+                    self.link.name(),
+                    self.link.pending()
+                );
+            }
         }
     }
 

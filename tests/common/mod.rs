@@ -115,3 +115,65 @@ pub fn sentences(stdout: &[u8]) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+/// Opens a pty pair; returns (master, slave fd kept open, slave path).
+pub fn pty() -> (std::fs::File, std::os::fd::OwnedFd, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own; name/termios/winsize may be null.
+    let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Raw from the start, as a real serial line is: what the controller writes before lookout opens
+    // the port must not be echoed back or taken as a line discipline's control characters.
+    // SAFETY: tcgetattr/tcsetattr on the slave we just opened, with a termios it filled.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(s, &mut t), 0);
+        libc::cfmakeraw(&mut t);
+        assert_eq!(libc::tcsetattr(s, libc::TCSANOW, &t), 0);
+    }
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: buffer and length are valid.
+    let rc = unsafe { libc::ttyname_r(s, name.as_mut_ptr(), name.len()) };
+    assert_eq!(rc, 0);
+    // SAFETY: ttyname_r wrote a NUL-terminated string.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    // SAFETY: both descriptors were just created and are owned here.
+    unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s), path) }
+}
+
+/// A command line as a controller sends it: `$LKCMD,...*CS\r\n`.
+pub fn command(body: &str) -> String {
+    let cs = body.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${body}*{cs:02X}\r\n")
+}
+
+/// Reads whole lines from a pty master (or any fd) for up to `limit`, until `done` says so.
+pub fn read_lines_until(
+    master: &mut std::fs::File,
+    limit: std::time::Duration,
+    lines: &mut Vec<String>,
+    done: &dyn Fn(&[String]) -> bool,
+) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + limit;
+    let mut partial = Vec::new();
+    while !done(lines) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "timed out; lines so far: {lines:?}");
+        let mut p = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(1000) as i32) };
+        if n <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        let got = master.read(&mut buf).unwrap();
+        partial.extend_from_slice(&buf[..got]);
+        while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=i).collect();
+            lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+}

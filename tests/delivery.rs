@@ -1,0 +1,299 @@
+//! Delivery: the output stage against a controller written in the test, on a real pty pair, and the
+//! real binary's stdout.
+
+mod common;
+use common::*;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use embedded_hal::digital::{ErrorType, OutputPin};
+use lookout::output::gpio::{GpioSink, Lines};
+use lookout::output::serial::{Link, Port};
+use lookout::output::{AlertData, Event, Output, Settings};
+
+/// A pin that records every change with its time.
+#[derive(Clone, Default)]
+struct Timed(Arc<Mutex<Vec<(Instant, bool)>>>);
+impl ErrorType for Timed {
+    type Error = core::convert::Infallible;
+}
+impl OutputPin for Timed {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().push((Instant::now(), false));
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().push((Instant::now(), true));
+        Ok(())
+    }
+}
+
+fn settings(ack: bool) -> Settings {
+    Settings { camera: "gate".into(), ack, resend: Duration::from_millis(300), max_sends: 30 }
+}
+
+fn alert(track: u32) -> Event {
+    Event::Alert(AlertData {
+        unix_ms: lookout::frame::unix_ms_now(),
+        rule: lookout::output::sentence::field("door"),
+        track,
+        class: lookout::output::sentence::field("person"),
+        score: 0.9,
+        bbox: [1.0, 2.0, 3.0, 4.0],
+    })
+}
+
+/// A controller that stops reading: its pty fills, then our buffer; sentences are dropped and counted,
+/// and meanwhile every alarm pulse is 200 ms ± 10 ms long and `send` never blocks, while the producer
+/// keeps a core busy as inference does.
+#[test]
+fn a_stalled_controller_delays_neither_the_pulse_nor_the_producer() {
+    let (mut master, _slave, path) = pty();
+    let pin = Timed::default();
+    let link = Link::open(Port::Tty { path: path.into(), baud: 115_200 }).unwrap();
+    let lines = Lines { alarm: GpioSink::new(pin.clone(), false, Duration::from_millis(200)), fault: None };
+    let arming = lookout::shutdown::Arming::new(true);
+    let output = Output::spawn(settings(false), link, lines, Box::new(arming)).unwrap();
+    // 4000 STATUS commands, never reading the answers (about 250 kB of them).
+    let flood: String = (0..4000).map(|_| command("LKCMD,STATUS")).collect();
+    let writer = std::thread::spawn(move || {
+        let _ = master.write_all(flood.as_bytes());
+        master // kept open, never read
+    });
+    for track in 0..12 {
+        output.send(alert(track));
+        // Busy, as inference is, for 300 ms.
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = output.stats();
+    let dropped = stats.link_dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let t = Instant::now();
+    output.shutdown(Duration::from_millis(300));
+    assert!(t.elapsed() < Duration::from_secs(1), "shutdown took {:?}", t.elapsed());
+    let _master = writer.join().unwrap();
+    assert!(dropped > 0, "the stalled port must have made the link drop sentences");
+    let edges = pin.0.lock().unwrap().clone();
+    // Off at start, then on/off per alert, all off at the end.
+    let pulses: Vec<Duration> = edges.windows(2).filter(|w| w[0].1 && !w[1].1).map(|w| w[1].0 - w[0].0).collect();
+    assert_eq!(pulses.len(), 12, "{edges:?}");
+    for p in &pulses {
+        assert!(*p >= Duration::from_millis(200) && *p <= Duration::from_millis(210), "pulse {p:?}: {pulses:?}");
+    }
+}
+
+fn config(dir: &std::path::Path, port: &str, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("c.toml");
+    std::fs::write(&p, format!("[camera]\nname = \"gate\"\n[serial]\nport = \"{port}\"\n{extra}")).unwrap();
+    p
+}
+
+/// The running binary and a thread collecting its stderr (so its log can never fill the pipe).
+struct Run {
+    child: std::process::Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn spawn(cfg: &std::path::Path) -> Run {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut e = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        s
+    });
+    Run { child, stderr }
+}
+
+/// Waits for the child to exit; returns its code, its stderr and how long the wait took.
+fn wait(mut run: Run) -> (Option<i32>, String, Duration) {
+    let t = Instant::now();
+    let status = run.child.wait().unwrap();
+    let took = t.elapsed();
+    (status.code(), run.stderr.join().unwrap(), took)
+}
+
+fn sigterm(run: &Run) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+/// The real binary with a controller that floods commands and reads nothing for 10 s: inference goes
+/// on (frames analysed keep counting), a SIGTERM still ends it within 2 s, and what the controller then
+/// reads are whole sentences with good checksums.
+#[test]
+fn a_controller_that_stops_reading_for_10_s_stops_nothing() {
+    let dir = scratch("stalled");
+    let (mut master, _slave, path) = pty();
+    let cfg = config(&dir, &path, "[source]\nkind = \"builtin\"\nloop = true\n[heartbeat]\ninterval_ms = 100\n");
+    let child = spawn(&cfg);
+    let flood: String = (0..4000).map(|_| command("LKCMD,STATUS")).collect();
+    master.write_all(flood.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    sigterm(&child);
+    let (code, err, took) = wait(child);
+    assert_eq!(code, Some(0), "{err}");
+    let stop_ms = std::env::var("LOOKOUT_TEST_STOP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    assert!(took <= Duration::from_millis(stop_ms), "stop took {took:?}");
+    let done = err.lines().find(|l| l.contains("done:")).unwrap_or_else(|| panic!("{err}"));
+    let analysed: u64 = done.split(" analysed").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let not_sent: u64 = done.split(" sentences not sent").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(analysed >= 3, "inference stopped: {done}");
+    assert!(not_sent > 0, "{done}");
+    // What is in the pty now: whole sentences only.
+    let mut lines = Vec::new();
+    read_lines_until(&mut master, Duration::from_secs(5), &mut lines, &|l| l.len() >= 20);
+    for l in &lines {
+        assert!(lookout::output::verify(l).is_some(), "broken sentence {l:?}");
+    }
+}
+
+/// Reads whatever comes for `d` (whole lines).
+fn read_for(master: &mut std::fs::File, d: Duration, lines: &mut Vec<String>) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + d;
+    let mut partial = Vec::new();
+    while Instant::now() < end {
+        let mut p = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, 50) } <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        let got = master.read(&mut buf).unwrap();
+        partial.extend_from_slice(&buf[..got]);
+        while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=i).collect();
+            lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+}
+
+/// With `ack = true`, an alert the controller does not acknowledge is re-sent, the same bytes, every
+/// `resend_ms`, and no more once it is acknowledged; acknowledged alerts are never re-sent.
+#[test]
+fn unacknowledged_alerts_are_resent_until_acked() {
+    let dir = scratch("ack");
+    clip_part(&dir.join("clip.mjpeg"), 15, 35);
+    let (mut master, _slave, path) = pty();
+    let cfg = config(
+        &dir,
+        &path,
+        "ack = true\nresend_ms = 300\n[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\npace = \"realtime\"\n[heartbeat]\ninterval_ms = 0\n",
+    );
+    let child = spawn(&cfg);
+    let seq_of = |l: &str| l.split(',').nth(1).unwrap().to_string();
+    let mut lines = Vec::new();
+    read_lines_until(&mut master, Duration::from_secs(120), &mut lines, &|l| l.iter().any(|x| x.starts_with("$LKALR")));
+    let first = lines.iter().find(|x| x.starts_with("$LKALR")).unwrap().clone();
+    // Ack every other alert as it comes; leave the first unacknowledged for 1.2 s (four periods).
+    let mut acked = std::collections::BTreeSet::new();
+    let ack_new = |lines: &[String], acked: &mut std::collections::BTreeSet<String>, master: &mut std::fs::File| {
+        for l in lines.iter().filter(|l| l.starts_with("$LKALR") && **l != first) {
+            if acked.insert(seq_of(l)) {
+                master.write_all(command(&format!("LKCMD,ACK,{}", seq_of(l))).as_bytes()).unwrap();
+            }
+        }
+    };
+    for _ in 0..12 {
+        read_for(&mut master, Duration::from_millis(100), &mut lines);
+        ack_new(&lines, &mut acked, &mut master);
+    }
+    let copies = lines.iter().filter(|l| **l == first).count();
+    assert!(copies >= 3, "the unacknowledged alert came {copies} times in 1.2 s: {lines:?}");
+    master.write_all(command(&format!("LKCMD,ACK,{}", seq_of(&first))).as_bytes()).unwrap();
+    let mark = lines.len();
+    let want = format!(",ACK,{}*", seq_of(&first));
+    read_lines_until(&mut master, Duration::from_secs(60), &mut lines, &|l| {
+        l[mark..].iter().any(|x| x.starts_with("$LKACK") && x.contains(&want))
+    });
+    let answered = lines.len();
+    for _ in 0..15 {
+        read_for(&mut master, Duration::from_millis(100), &mut lines);
+        ack_new(&lines, &mut acked, &mut master);
+    }
+    sigterm(&child);
+    let (code, err, _) = wait(child);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!lines[answered..].contains(&first), "re-sent after its ACK: {lines:?}");
+    for l in &lines {
+        assert!(lookout::output::verify(l).is_some(), "{l:?}");
+    }
+    for s in &acked {
+        let n = lines.iter().filter(|l| l.starts_with("$LKALR") && seq_of(l) == *s).count();
+        assert!(n <= 2, "alert {s} sent {n} times although acked at once: {lines:?}");
+    }
+}
+
+/// Malformed input of every kind is answered with a NAK or dropped, and the device keeps alerting and
+/// answering.
+#[test]
+fn malformed_input_is_nacked_or_dropped_and_alerts_go_on() {
+    let dir = scratch("malformed");
+    clip_part(&dir.join("clip.mjpeg"), 10, 35);
+    let (mut master, _slave, path) = pty();
+    let cfg = config(&dir, &path, "[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\npace = \"realtime\"\n[heartbeat]\ninterval_ms = 0\n");
+    let child = spawn(&cfg);
+    let mut bad = Vec::new();
+    bad.extend(b"$LKCMD,PING*00\r\n"); // bad checksum
+    bad.extend(command("LKCMD,FIRE").as_bytes()); // unknown command
+    bad.extend(command("LKCMD,ACK,x").as_bytes()); // bad argument
+    bad.extend(b"$LKCMD,"); // a line over 82 bytes
+    bad.extend(std::iter::repeat_n(b'A', 300));
+    bad.extend(b"\r\n");
+    bad.extend((0..=255u8).cycle().take(5000)); // binary noise
+    bad.extend(b"\n");
+    bad.extend(command("LKALR,1,2,x,y,3,z,0.5,1,2,3,4").as_bytes()); // an echo of our own sentences
+    bad.extend(command("LKCMD,PING").as_bytes());
+    master.write_all(&bad).unwrap();
+    let mut lines = Vec::new();
+    read_lines_until(&mut master, Duration::from_secs(120), &mut lines, &|l| {
+        l.iter().any(|x| x.contains(",PING*")) && l.iter().any(|x| x.starts_with("$LKALR"))
+    });
+    sigterm(&child);
+    let (code, err, _) = wait(child);
+    assert_eq!(code, Some(0), "{err}");
+    let naks: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("$LKNAK"))
+        .map(|l| l.rsplit_once('*').unwrap().0.rsplit(',').next().unwrap())
+        .collect();
+    for want in ["checksum", "unknown_command", "bad_argument", "too_long"] {
+        assert!(naks.contains(&want), "no NAK {want}: {lines:?}");
+    }
+    assert!(lines.iter().any(|l| l.starts_with("$LKACK") && l.contains(",PING*")), "{lines:?}");
+    for l in &lines {
+        assert!(lookout::output::verify(l).is_some(), "{l:?}");
+    }
+}
+
+/// `lookout run | head -1`: once the reader is gone, lookout stops with exit 1 and says why, instead of
+/// carrying on and reporting success.
+#[test]
+fn a_closed_stdout_is_a_failure_not_a_success() {
+    use std::io::BufRead;
+    let dir = scratch("epipe");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "[source]\nkind = \"builtin\"\nloop = true\n[heartbeat]\ninterval_ms = 100\n").unwrap();
+    let mut child = spawn(&cfg);
+    let mut out = std::io::BufReader::new(child.child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(lookout::output::verify(&first).is_some(), "{first:?}");
+    drop(out);
+    let (code, err, _) = wait(child);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("stdout") && err.contains("could not be delivered"), "{err}");
+}
