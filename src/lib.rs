@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  capture (FrameSource: v4l2, mjpeg, y4m, synthetic)    capture thread
-//!     │ writes into a slot       (a camera is supervised: camera_lost / camera_restored ─▶ alert sinks)
+//!     │ writes into a slot       (a camera is supervised: camera_lost / camera_restored ─▶ output)
 //!     ▼
 //!  ring (fixed slots, heapless index queues, latest frame wins)
 //!     │ newest ready slot
@@ -18,14 +18,15 @@
 //!                               rules (class, score, area, zone/line, N-of-M, dwell, clear, schedule)
 //!                                                                             │ RuleAlert, RuleClear
 //!                                                                             ▼
-//!                 alert (serial $LKALR / $LKCLR / $LKEVT / $LKHBT sentences, GPIO pulse and fault line)
+//!   output: Event ─▶ GPIO thread (pulse, fault line) and output thread (serial $LKALR / $LKCLR / $LKEVT /
+//!           $LKHBT, commands $LKCMD, ACK and re-send)
 //! ```
 //!
 //! - [`frame`]: the pixel buffers slots hold. [`capture`]: the sources. [`ring`]: the slots.
 //! - [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]: frame to detections.
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`track`]: the same object from frame to frame. [`rules`]: when a track becomes an alert, and why
-//!   not (zones, lines, confirmation, dwell, clear, schedules). [`alert`]: where alerts go.
+//!   not (zones, lines, confirmation, dwell, clear, schedules). [`output`]: where alerts go.
 //! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
 //! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
 //! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.

@@ -97,7 +97,19 @@ fn config(dir: &std::path::Path, port: &str, extra: &str) -> std::path::PathBuf 
 /// The running binary and a thread collecting its stderr (so its log can never fill the pipe).
 struct Run {
     child: std::process::Child,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<()>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Run {
+    /// Waits until the log contains `what` (the pipeline runs once it says "ring 4 slots").
+    fn wait_for_log(&self, what: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        while !self.log.lock().unwrap().contains(what) {
+            assert!(Instant::now() < end, "no {what:?} in the log: {}", self.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn spawn(cfg: &std::path::Path) -> Run {
@@ -108,12 +120,18 @@ fn spawn(cfg: &std::path::Path) -> Run {
         .spawn()
         .unwrap();
     let mut e = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let l = log.clone();
     let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut e, &mut s);
-        s
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut e, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            l.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
     });
-    Run { child, stderr }
+    Run { child, stderr, log }
 }
 
 /// Waits for the child to exit; returns its code, its stderr and how long the wait took.
@@ -121,7 +139,9 @@ fn wait(mut run: Run) -> (Option<i32>, String, Duration) {
     let t = Instant::now();
     let status = run.child.wait().unwrap();
     let took = t.elapsed();
-    (status.code(), run.stderr.join().unwrap(), took)
+    run.stderr.join().unwrap();
+    let log = run.log.lock().unwrap().clone();
+    (status.code(), log, took)
 }
 
 fn sigterm(run: &Run) {
@@ -140,6 +160,7 @@ fn a_controller_that_stops_reading_for_10_s_stops_nothing() {
     let child = spawn(&cfg);
     let flood: String = (0..4000).map(|_| command("LKCMD,STATUS")).collect();
     master.write_all(flood.as_bytes()).unwrap();
+    child.wait_for_log("ring 4 slots", Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(10));
     sigterm(&child);
     let (code, err, took) = wait(child);
@@ -149,7 +170,7 @@ fn a_controller_that_stops_reading_for_10_s_stops_nothing() {
     let done = err.lines().find(|l| l.contains("done:")).unwrap_or_else(|| panic!("{err}"));
     let analysed: u64 = done.split(" analysed").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
     let not_sent: u64 = done.split(" sentences not sent").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(analysed >= 3, "inference stopped: {done}");
+    assert!(analysed >= 2, "inference stopped: {done}");
     assert!(not_sent > 0, "{done}");
     // What is in the pty now: whole sentences only.
     let mut lines = Vec::new();
@@ -191,7 +212,7 @@ fn unacknowledged_alerts_are_resent_until_acked() {
     let cfg = config(
         &dir,
         &path,
-        "ack = true\nresend_ms = 300\n[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\npace = \"realtime\"\n[heartbeat]\ninterval_ms = 0\n",
+        "ack = true\nresend_ms = 300\n[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\n[heartbeat]\ninterval_ms = 0\n",
     );
     let child = spawn(&cfg);
     let seq_of = |l: &str| l.split(',').nth(1).unwrap().to_string();
@@ -244,7 +265,11 @@ fn malformed_input_is_nacked_or_dropped_and_alerts_go_on() {
     let dir = scratch("malformed");
     clip_part(&dir.join("clip.mjpeg"), 10, 35);
     let (mut master, _slave, path) = pty();
-    let cfg = config(&dir, &path, "[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\npace = \"realtime\"\n[heartbeat]\ninterval_ms = 0\n");
+    let cfg = config(
+        &dir,
+        &path,
+        "[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\n[heartbeat]\ninterval_ms = 0\n",
+    );
     let child = spawn(&cfg);
     let mut bad = Vec::new();
     bad.extend(b"$LKCMD,PING*00\r\n"); // bad checksum
