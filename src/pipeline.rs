@@ -335,6 +335,8 @@ pub fn open_output(cfg: &Config, port: Option<Port>, arming: &Arming) -> anyhow:
         ack: s.ack,
         resend: Duration::from_millis(s.resend_ms),
         max_sends: s.max_sends,
+        journal: cfg.journal.effective_path(),
+        journal_records: cfg.journal.records,
     };
     Ok(Output::spawn(settings, link, Lines { alarm, fault }, Box::new(arming.clone()))?)
 }

@@ -31,7 +31,14 @@ impl OutputPin for Timed {
 }
 
 fn settings(ack: bool) -> Settings {
-    Settings { camera: "gate".into(), ack, resend: Duration::from_millis(300), max_sends: 30 }
+    Settings {
+        camera: "gate".into(),
+        ack,
+        resend: Duration::from_millis(300),
+        max_sends: 30,
+        journal: None,
+        journal_records: 64,
+    }
 }
 
 fn alert(track: u32) -> Event {
@@ -321,4 +328,53 @@ fn a_closed_stdout_is_a_failure_not_a_success() {
     let (code, err, _) = wait(child);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("stdout") && err.contains("could not be delivered"), "{err}");
+}
+
+/// `kill -9` in the middle of a run with `ack = true` and nobody acknowledging, then a restart: the
+/// unacknowledged alerts come first, the same bytes in the same order, and the sequence goes on after
+/// the last number used: every seq from 1 up appears, none stands for two different sentences.
+#[test]
+fn after_a_kill_9_a_restart_resends_the_unacked_alerts_and_continues_the_sequence() {
+    let dir = scratch("kill9");
+    clip_part(&dir.join("clip.mjpeg"), 15, 35);
+    let (mut master, _slave, path) = pty();
+    let extra = format!(
+        "ack = true\nresend_ms = 60000\n[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\n[heartbeat]\ninterval_ms = 0\n[journal]\npath = \"{}\"\n",
+        dir.join("journal").display()
+    );
+    let cfg = config(&dir, &path, &extra);
+    let seq_of = |l: &str| -> u64 { l.split(',').nth(1).unwrap().parse().unwrap() };
+    let alerts = |l: &[String]| l.iter().filter(|x| x.starts_with("$LKALR")).count();
+    let first = spawn(&cfg);
+    let mut before = Vec::new();
+    read_lines_until(&mut master, Duration::from_secs(240), &mut before, &|l| alerts(l) >= 3);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(first.child.id() as i32, libc::SIGKILL) }, 0);
+    let (code, _, _) = wait(first);
+    assert_eq!(code, None, "killed");
+    read_for(&mut master, Duration::from_millis(300), &mut before);
+    let sent_before: Vec<String> = before.iter().filter(|l| l.starts_with("$LKALR")).cloned().collect();
+
+    let second = spawn(&cfg);
+    let mut after = Vec::new();
+    let max_before = before.iter().map(|l| seq_of(l)).max().unwrap();
+    read_lines_until(&mut master, Duration::from_secs(240), &mut after, &|l| {
+        l.len() > sent_before.len() && l.iter().any(|x| seq_of(x) > max_before + 1)
+    });
+    sigterm(&second);
+    let (code, err, _) = wait(second);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("journal") && err.contains("unacknowledged"), "{err}");
+    // First the alerts the first run left unacknowledged, as they were.
+    assert_eq!(after[..sent_before.len()], sent_before[..], "{after:?}");
+    // Every seq from 1 to the last one appears; a seq seen twice is the same sentence (a re-send).
+    let mut by_seq = std::collections::BTreeMap::new();
+    for l in before.iter().chain(&after) {
+        assert!(lookout::output::verify(l).is_some(), "{l:?}");
+        let prev = by_seq.insert(seq_of(l), l.clone());
+        assert!(prev.as_ref().is_none_or(|p| p == l), "seq {} reused: {prev:?} and {l:?}", seq_of(l));
+    }
+    let last = *by_seq.keys().last().unwrap();
+    let missing: Vec<u64> = (1..=last).filter(|s| !by_seq.contains_key(s)).collect();
+    assert!(missing.is_empty(), "gaps {missing:?}: before {before:?} after {after:?}");
 }

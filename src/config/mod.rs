@@ -140,6 +140,7 @@ pub struct Config {
     pub serial: SerialConfig,
     pub gpio: GpioConfig,
     pub heartbeat: HeartbeatConfig,
+    pub journal: JournalConfig,
     /// Where this config came from (file name and text), for errors found after parsing.
     #[serde(skip)]
     origin: Option<(String, String)>,
@@ -259,6 +260,35 @@ pub struct GpioConfig {
     /// A second line on the same chip, on while the camera is lost (a fault or tamper relay). Follows
     /// `active_low` too.
     pub camera_lost_line: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// The journal file: sequence numbers continue across restarts, unacknowledged alerts are sent
+    /// again after one. Default: `journal` in the systemd StateDirectory (`$STATE_DIRECTORY`, i.e.
+    /// /var/lib/lookout under the shipped unit); none when that is not set (a run from a shell).
+    pub path: Option<PathBuf>,
+    /// Its size in records of 320 bytes (alerts and ACKs; a ring), 64..1000000. Default 4096 (1.3 MB).
+    pub records: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig { path: None, records: 4096 }
+    }
+}
+
+impl JournalConfig {
+    /// The file in force: the configured one, or the systemd StateDirectory's.
+    pub fn effective_path(&self) -> Option<PathBuf> {
+        self.path.clone().or_else(|| {
+            let dir = std::env::var_os("STATE_DIRECTORY")?;
+            // systemd may list several directories, separated by ':'; ours is the first.
+            let first = dir.to_string_lossy().split(':').next().map(PathBuf::from)?;
+            Some(first.join("journal"))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -446,6 +476,14 @@ impl Config {
             if p.is_relative() {
                 return Err(err("serial", "port", format!("{} is not an absolute device path", p.display())));
             }
+        }
+        if let Some(p) = &cfg.journal.path {
+            if p.is_relative() {
+                cfg.journal.path = Some(base.join(p));
+            }
+        }
+        if !(64..=1_000_000).contains(&cfg.journal.records) {
+            return Err(err("journal", "records", "must be 64..1000000".into()));
         }
         if !(100..=60_000).contains(&cfg.serial.resend_ms) {
             return Err(err("serial", "resend_ms", "must be 100..60000".into()));

@@ -15,6 +15,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 pub mod gpio;
+pub mod journal;
 pub mod protocol;
 pub mod sentence;
 pub mod serial;
@@ -65,6 +66,9 @@ pub struct Settings {
     pub resend: Duration,
     /// Sends of one alert in all (the first and the re-sends).
     pub max_sends: u32,
+    /// The journal file (sequence numbers and alerts that survive a restart), and its size in records.
+    pub journal: Option<std::path::PathBuf>,
+    pub journal_records: u64,
 }
 
 /// Counters of the output stage, for the summary, `$LKSTA` and the log.
@@ -87,6 +91,8 @@ pub struct OutputStats {
     pub noise: AtomicU64,
     /// Alerts sent and waiting for their ACK now.
     pub unacked: AtomicU64,
+    /// Journal writes that failed (a full disk, a bad card): the sentences went out anyway.
+    pub journal_errors: AtomicU64,
 }
 
 struct Shared {
@@ -128,6 +134,23 @@ impl Output {
         arming: Box<dyn ArmSwitch>,
     ) -> std::io::Result<Output> {
         let (gpio, gpio_thread) = Gpio::spawn(lines)?;
+        let journal =
+            settings.journal.as_ref().and_then(|p| match journal::Journal::open(p, settings.journal_records) {
+                Ok((j, r)) => {
+                    log::info!(
+                        "journal {}: continuing after seq {}; {} alerts unacknowledged{}",
+                        p.display(),
+                        r.last_seq,
+                        r.unacked.len(),
+                        if r.damaged > 0 { format!(", {} damaged records skipped", r.damaged) } else { String::new() }
+                    );
+                    Some((j, r))
+                }
+                Err(e) => {
+                    log::error!("journal {}: {e}; running without one (sequence numbers restart at 1)", p.display());
+                    None
+                }
+            });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let shared = Arc::new(Shared {
             stats: OutputStats::default(),
@@ -138,7 +161,7 @@ impl Output {
         let (s, g) = (shared.clone(), gpio.clone());
         let handle = std::thread::Builder::new()
             .name("output".into())
-            .spawn(move || OutputThread::new(settings, link, arming, g, &s).run(rx))?;
+            .spawn(move || OutputThread::new(settings, link, arming, g, &s, journal).run(rx))?;
         *lock(&shared.threads) = Some((handle, gpio_thread));
         Ok(Output { tx, gpio, shared })
     }
@@ -217,15 +240,27 @@ struct OutputThread<'a> {
     started: Instant,
     /// When the stop came and the drain must end.
     drain_until: Option<Instant>,
+    journal: Option<journal::Journal>,
 }
 
 /// How long a stop waits for queued sentences to go out.
 pub const DRAIN: Duration = Duration::from_millis(500);
 
 impl<'a> OutputThread<'a> {
-    fn new(settings: Settings, link: Link, arming: Box<dyn ArmSwitch>, gpio: Gpio, shared: &'a Shared) -> Self {
+    fn new(
+        settings: Settings,
+        link: Link,
+        arming: Box<dyn ArmSwitch>,
+        gpio: Gpio,
+        shared: &'a Shared,
+        journal: Option<(journal::Journal, journal::Recovered)>,
+    ) -> Self {
         let acks = AckTable::new(settings.resend, settings.max_sends);
-        OutputThread {
+        let (journal, recovered) = match journal {
+            Some((j, r)) => (Some(j), Some(r)),
+            None => (None, None),
+        };
+        let mut t = OutputThread {
             settings,
             link,
             arming,
@@ -239,12 +274,55 @@ impl<'a> OutputThread<'a> {
             camera_lost: false,
             started: Instant::now(),
             drain_until: None,
+            journal,
+        };
+        if let Some(r) = recovered {
+            t.seq = r.last_seq;
+            t.resend_recovered(r.unacked);
+        }
+        t
+    }
+
+    /// A restart: the alerts the journal holds unacknowledged go out first, in order, as they were
+    /// (same seq, same bytes), and wait for their ACK again.
+    fn resend_recovered(&mut self, unacked: Vec<(u64, Vec<u8>)>) {
+        if !self.settings.ack {
+            return;
+        }
+        let now = Instant::now();
+        for (seq, bytes) in unacked {
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            self.sentence.clear();
+            if self.sentence.push_str(text).is_err() {
+                continue;
+            }
+            log::warn!("alert {seq}: unacknowledged before the restart; sending it again");
+            self.shared.stats.resent.fetch_add(1, Ordering::Relaxed);
+            self.put("a re-sent alert");
+            let _ = self.acks.sent(seq, &self.sentence, now);
+        }
+    }
+
+    /// A journal write failed: counted, logged (the first and every 100th), and the sentence goes out.
+    fn journal_failed(&self, what: &str, e: &std::io::Error) {
+        let n = self.shared.stats.journal_errors.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if n == 1 || n.is_multiple_of(100) {
+            log::error!("journal: {what} failed ({n} so far): {e}; sentences still go out");
+        }
+    }
+
+    /// Writes `seq` down before its sentence goes out.
+    fn journal_seq(&mut self, seq: u64) {
+        if let Some(Err(e)) = self.journal.as_mut().map(|j| j.mark_seq(seq)) {
+            self.journal_failed("writing the sequence number", &e);
         }
     }
 
     fn next_seq(&mut self) -> u64 {
         self.seq = self.seq.saturating_add(1);
-        self.seq
+        let seq = self.seq;
+        self.journal_seq(seq);
+        seq
     }
 
     /// Queues the sentence in `self.sentence` on the link.
@@ -285,6 +363,12 @@ impl<'a> OutputThread<'a> {
             log::error!("sentence {seq} does not fit its buffer; not sent");
             return;
         }
+        if let Event::Alert(_) = ev {
+            let sentence = &self.sentence;
+            if let Some(Err(e)) = self.journal.as_mut().map(|j| j.alert(seq, sentence.as_bytes())) {
+                self.journal_failed("appending an alert", &e);
+            }
+        }
         self.put("a sentence");
         if let (Event::Alert(_), true) = (ev, self.settings.ack) {
             if let Some(old) = self.acks.sent(seq, &self.sentence, now) {
@@ -313,7 +397,11 @@ impl<'a> OutputThread<'a> {
                     Command::Arm => self.arming.set(true),
                     Command::Disarm => self.arming.set(false),
                     Command::Ack(seq) => {
-                        if !self.acks.ack(seq) {
+                        if self.acks.ack(seq) {
+                            if let Some(Err(e)) = self.journal.as_mut().map(|j| j.ack(seq)) {
+                                self.journal_failed("marking an ACK", &e);
+                            }
+                        } else {
                             // Acknowledged before, given up, or never an alert that waits: say so.
                             if self.naks.allow(now) {
                                 self.shared.stats.naks.fetch_add(1, Ordering::Relaxed);
