@@ -378,3 +378,84 @@ fn after_a_kill_9_a_restart_resends_the_unacked_alerts_and_continues_the_sequenc
     let missing: Vec<u64> = (1..=last).filter(|s| !by_seq.contains_key(s)).collect();
     assert!(missing.is_empty(), "gaps {missing:?}: before {before:?} after {after:?}");
 }
+
+/// The port goes away mid-run (the controller's end of the pty closes: EIO, as an unplugged USB
+/// adapter) and comes back under the same name (a `/dev/serial/by-id`-style link, re-pointed): lookout
+/// reopens it, and with `ack = true` no alert is lost: every alert it logged reaches the controller, and
+/// what was queued meanwhile comes in order.
+#[test]
+fn a_port_that_goes_away_and_comes_back_loses_no_alert() {
+    let dir = scratch("replug");
+    clip_part(&dir.join("clip.mjpeg"), 15, 35);
+    let (mut master, slave, path) = pty();
+    let link = dir.join("port");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let cfg = config(
+        &dir,
+        link.to_str().unwrap(),
+        // Tracks end 100 ms after they are last seen, so every pass of the looping clip alerts anew.
+        "ack = true\nresend_ms = 300\n[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\nloop = true\n[heartbeat]\ninterval_ms = 0\n[track]\nmax_coast_ms = 100\nstationary_coast_ms = 100\n",
+    );
+    let seq_of = |l: &str| -> u64 { l.split(',').nth(1).unwrap().parse().unwrap() };
+    let run = spawn(&cfg);
+    let mut first = Vec::new();
+    read_lines_until(&mut master, Duration::from_secs(240), &mut first, &|l| {
+        l.iter().filter(|x| x.starts_with("$LKALR")).count() >= 2
+    });
+    // Unplugged: the controller's end closes; nothing is acknowledged.
+    drop(master);
+    drop(slave);
+    run.wait_for_log("reopening with backoff", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    // Plugged in again, under the same name.
+    let (mut master, _slave, path2) = pty();
+    let tmp = dir.join("port.new");
+    std::os::unix::fs::symlink(&path2, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    let mut second = Vec::new();
+    let mut acked = std::collections::BTreeSet::new();
+    let seen_first: std::collections::BTreeSet<u64> =
+        first.iter().filter(|l| l.starts_with("$LKALR")).map(|l| seq_of(l)).collect();
+    let max_first = first.iter().map(|l| seq_of(l)).max().unwrap();
+    let t = Instant::now();
+    loop {
+        read_for(&mut master, Duration::from_millis(200), &mut second);
+        for l in second.iter().filter(|l| l.starts_with("$LKALR")) {
+            if acked.insert(seq_of(l)) {
+                master.write_all(command(&format!("LKCMD,ACK,{}", seq_of(l))).as_bytes()).unwrap();
+            }
+        }
+        let new_alerts = acked.iter().filter(|s| **s > max_first).count();
+        if new_alerts >= 2 || t.elapsed() > Duration::from_secs(240) {
+            break;
+        }
+    }
+    sigterm(&run);
+    read_for(&mut master, Duration::from_millis(800), &mut second);
+    let (code, err, _) = wait(run);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("reopened"), "{err}");
+    for l in first.iter().chain(&second) {
+        assert!(lookout::output::verify(l).is_some(), "broken sentence {l:?}");
+    }
+    // Every alert lookout decided reached the controller, on one port or the other.
+    let decided = err.lines().filter(|l| l.contains("alert: rule")).count();
+    let mut got: std::collections::BTreeSet<u64> = seen_first.clone();
+    got.extend(second.iter().filter(|l| l.starts_with("$LKALR")).map(|l| seq_of(l)));
+    assert_eq!(got.len(), decided, "alerts decided {decided}, received {got:?}\nfirst {first:?}\nsecond {second:?}");
+    // On the new port, first sendings come in order (re-sends of older ones may come between).
+    let fresh: Vec<u64> = second
+        .iter()
+        .filter(|l| !seen_first.contains(&seq_of(l)))
+        .map(|l| seq_of(l))
+        .scan(0u64, |max, s| {
+            let fresh = s > *max;
+            *max = (*max).max(s);
+            Some((s, fresh))
+        })
+        .filter(|(_, fresh)| !*fresh)
+        .map(|(s, _)| s)
+        .collect();
+    let resent: std::collections::BTreeSet<u64> = second.iter().map(|l| seq_of(l)).collect();
+    assert!(fresh.iter().all(|s| resent.contains(s)), "out of order: {fresh:?} in {second:?}");
+}

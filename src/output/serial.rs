@@ -261,6 +261,8 @@ impl Link {
             // SAFETY: reading into our own buffer of the given length.
             let n = unsafe { libc::read(f.as_raw_fd(), input.as_mut_ptr().cast(), input.len()) };
             match usize::try_from(n) {
+                // A tty in raw mode reads 0 bytes only when hung up (the other end of a pty closed).
+                Ok(0) => return (Some(self.lose("read: hung up".into(), now)), 0),
                 Ok(n) => got = n,
                 Err(_) => {
                     let e = std::io::Error::last_os_error();

@@ -123,6 +123,12 @@ pub fn pty() -> (std::fs::File, std::os::fd::OwnedFd, String) {
     // SAFETY: openpty fills two descriptors we then own; name/termios/winsize may be null.
     let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Not inherited by the lookout the test starts: the test's end of the line must close when the test
+    // closes it. SAFETY: fcntl on the two descriptors just opened.
+    unsafe {
+        assert_eq!(libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+        assert_eq!(libc::fcntl(s, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+    }
     // Raw from the start, as a real serial line is: what the controller writes before lookout opens
     // the port must not be echoed back or taken as a line discipline's control characters.
     // SAFETY: tcgetattr/tcsetattr on the slave we just opened, with a termios it filled.
