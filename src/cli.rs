@@ -280,6 +280,12 @@ fn check_devices(cfg: &Config) -> Result<(), crate::config::ConfigError> {
         }
         println!("ok: GPIO chip {} line {line}", chip.display());
     }
+    for (i, o) in cfg.gpio.output.iter().enumerate() {
+        let chip = o.chip.clone().or_else(|| cfg.gpio.chip.clone()).unwrap_or_default();
+        crate::output::gpio::check_line(&chip, o.line)
+            .map_err(|e| cfg.error_at(&format!("gpio.output[{i}]"), "line", format!("{e:#}")))?;
+        println!("ok: GPIO chip {} line {} (output {i})", chip.display(), o.line);
+    }
     Ok(())
 }
 

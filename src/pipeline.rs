@@ -37,7 +37,7 @@ pub use crate::frame::FrameMeta;
 use crate::frame::{unix_ms_now, Frame, PixelFormat};
 use crate::infer::InferError;
 use crate::model::Model;
-use crate::output::gpio::{AnyPin, GpioSink, LevelPin, Lines, LogPin};
+use crate::output::gpio::{AnyPin, Binding, Lines, LogPin, Mode, OutputLine};
 use crate::output::sentence::field;
 use crate::output::serial::{Link, Port};
 use crate::output::{AlertData, Event, Heartbeat, Output, Settings};
@@ -317,18 +317,7 @@ pub fn open_output(cfg: &Config, port: Option<Port>, arming: &Arming) -> anyhow:
         }
         _ => Link::open(port).context("setting up stdout")?,
     };
-    let g = &cfg.gpio;
-    let pin = match (&g.chip, g.line) {
-        (Some(chip), Some(line)) => AnyPin::cdev(chip, line, g.active_low, "lookout-alarm")?,
-        _ => AnyPin::Log(LogPin::default()),
-    };
-    let alarm = GpioSink::new(pin, g.active_low, Duration::from_millis(g.pulse_ms));
-    let fault = match (&g.chip, g.camera_lost_line) {
-        (Some(chip), Some(line)) => {
-            Some(LevelPin::new(AnyPin::cdev(chip, line, g.active_low, "lookout-camera-lost")?, g.active_low))
-        }
-        _ => None,
-    };
+    let lines = gpio_lines(cfg)?;
     let s = &cfg.serial;
     let settings = Settings {
         camera: cfg.camera.name.0.clone(),
@@ -338,7 +327,54 @@ pub fn open_output(cfg: &Config, port: Option<Port>, arming: &Arming) -> anyhow:
         journal: cfg.journal.effective_path(),
         journal_records: cfg.journal.records,
     };
-    Ok(Output::spawn(settings, link, Lines { alarm, fault }, Box::new(arming.clone()))?)
+    Ok(Output::spawn(settings, link, lines, Box::new(arming.clone()))?)
+}
+
+/// The GPIO outputs the config asks for: `[gpio] line` (a pulse on every alert) and `camera_lost_line`,
+/// then each `[[gpio.output]]`; with no chip at all, one pulse output on a pin that only logs.
+pub fn gpio_lines(cfg: &Config) -> anyhow::Result<Lines<AnyPin>> {
+    use crate::config::{GpioEvent, GpioMode};
+    let g = &cfg.gpio;
+    let pulse = |ms: u64| Mode::Pulse(Duration::from_millis(ms));
+    let mut outputs = Vec::new();
+    match (&g.chip, g.line) {
+        (Some(chip), Some(line)) => outputs.push(OutputLine::new(
+            AnyPin::cdev(chip, line, g.active_low, "lookout-alarm")?,
+            g.active_low,
+            pulse(g.pulse_ms),
+            Binding::Rules(Vec::new()),
+        )),
+        _ if g.output.is_empty() => outputs.push(OutputLine::new(
+            AnyPin::Log(LogPin::default()),
+            false,
+            pulse(g.pulse_ms),
+            Binding::Rules(Vec::new()),
+        )),
+        _ => {}
+    }
+    if let (Some(chip), Some(line)) = (&g.chip, g.camera_lost_line) {
+        let pin = AnyPin::cdev(chip, line, g.active_low, "lookout-camera-lost")?;
+        outputs.push(OutputLine::new(pin, g.active_low, Mode::Follow, Binding::CameraLost));
+    }
+    for o in &g.output {
+        let chip = o.chip.clone().or_else(|| g.chip.clone()).unwrap_or_default();
+        let active_low = o.active_low.unwrap_or(g.active_low);
+        let (mode, binding) = match o.event {
+            Some(GpioEvent::CameraLost) => (Mode::Follow, Binding::CameraLost),
+            None => {
+                let rules = o.rules.iter().flatten().map(|r| field(r)).collect();
+                let mode = match o.mode.unwrap_or(GpioMode::Pulse) {
+                    GpioMode::Pulse => pulse(o.pulse_ms.unwrap_or(g.pulse_ms)),
+                    GpioMode::Latched => Mode::Latched,
+                    GpioMode::Follow => Mode::Follow,
+                };
+                (mode, Binding::Rules(rules))
+            }
+        };
+        let pin = AnyPin::cdev(&chip, o.line, active_low, &format!("lookout-output-{}", o.line))?;
+        outputs.push(OutputLine::new(pin, active_low, mode, binding));
+    }
+    Ok(Lines { outputs })
 }
 
 /// What a finished run reports.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::{ErrorType, OutputPin};
-use lookout::output::gpio::{GpioSink, Lines};
+use lookout::output::gpio::{Binding, Lines, Mode, OutputLine};
 use lookout::output::serial::{Link, Port};
 use lookout::output::{AlertData, Event, Output, Settings};
 
@@ -60,7 +60,14 @@ fn a_stalled_controller_delays_neither_the_pulse_nor_the_producer() {
     let (mut master, _slave, path) = pty();
     let pin = Timed::default();
     let link = Link::open(Port::Tty { path: path.into(), baud: 115_200 }).unwrap();
-    let lines = Lines { alarm: GpioSink::new(pin.clone(), false, Duration::from_millis(200)), fault: None };
+    let lines = Lines {
+        outputs: vec![OutputLine::new(
+            pin.clone(),
+            false,
+            Mode::Pulse(Duration::from_millis(200)),
+            Binding::Rules(vec![]),
+        )],
+    };
     let arming = lookout::shutdown::Arming::new(true);
     let output = Output::spawn(settings(false), link, lines, Box::new(arming)).unwrap();
     // 4000 STATUS commands, never reading the answers (about 250 kB of them).

@@ -260,6 +260,53 @@ pub struct GpioConfig {
     /// A second line on the same chip, on while the camera is lost (a fault or tamper relay). Follows
     /// `active_low` too.
     pub camera_lost_line: Option<u32>,
+    /// More outputs, each bound to rules or to `camera_lost`, with a mode (`[[gpio.output]]`).
+    pub output: Vec<GpioOutputConfig>,
+}
+
+/// How a GPIO output follows its alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpioMode {
+    /// On for `pulse_ms` at each alert.
+    Pulse,
+    /// On at an alert until every alert it is bound to has cleared, or `$LKCMD,RESET`.
+    Latched,
+    /// On while an alert it is bound to stands (`$LKALR` to `$LKCLR`); for `event`, while it lasts.
+    Follow,
+}
+
+/// What else an output can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpioEvent {
+    CameraLost,
+}
+
+/// One `[[gpio.output]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioOutputConfig {
+    /// Line offset on the chip.
+    pub line: u32,
+    /// Default: `[gpio] chip`.
+    #[serde(default)]
+    pub chip: Option<PathBuf>,
+    /// Default: `[gpio] active_low`.
+    #[serde(default)]
+    pub active_low: Option<bool>,
+    /// Default `pulse` (`follow` for an event).
+    #[serde(default)]
+    pub mode: Option<GpioMode>,
+    /// For `pulse`: default `[gpio] pulse_ms`.
+    #[serde(default)]
+    pub pulse_ms: Option<u64>,
+    /// Alerts of these rules (by name); default: every rule.
+    #[serde(default)]
+    pub rules: Option<Vec<String>>,
+    /// Instead of rules: `camera_lost`.
+    #[serde(default)]
+    pub event: Option<GpioEvent>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,7 +386,14 @@ impl Default for SerialConfig {
 }
 impl Default for GpioConfig {
     fn default() -> Self {
-        GpioConfig { chip: None, line: None, active_low: false, pulse_ms: 500, camera_lost_line: None }
+        GpioConfig {
+            chip: None,
+            line: None,
+            active_low: false,
+            pulse_ms: 500,
+            camera_lost_line: None,
+            output: Vec::new(),
+        }
     }
 }
 
@@ -491,8 +545,11 @@ impl Config {
         if !(1..=1000).contains(&cfg.serial.max_sends) {
             return Err(err("serial", "max_sends", "must be 1..1000".into()));
         }
-        if cfg.gpio.chip.is_some() != cfg.gpio.line.is_some() {
+        if cfg.gpio.line.is_some() && cfg.gpio.chip.is_none() {
             return Err(err("gpio", "line", "`chip` and `line` go together: set both or neither".into()));
+        }
+        if cfg.gpio.chip.is_some() && cfg.gpio.line.is_none() && cfg.gpio.output.is_empty() {
+            return Err(err("gpio", "line", "`chip` and `line` go together (or add [[gpio.output]] lines)".into()));
         }
         if let Some(l) = cfg.gpio.camera_lost_line {
             if cfg.gpio.chip.is_none() {
@@ -500,6 +557,45 @@ impl Config {
             }
             if Some(l) == cfg.gpio.line {
                 return Err(err("gpio", "camera_lost_line", format!("line {l} is already the alert line")));
+            }
+        }
+        let rule_names: Vec<String> = cfg.rule_configs().iter().map(|r| r.name.0.clone()).collect();
+        let mut used: Vec<(PathBuf, u32)> = Vec::new();
+        if let Some(chip) = &cfg.gpio.chip {
+            used.extend(cfg.gpio.line.iter().chain(&cfg.gpio.camera_lost_line).map(|l| (chip.clone(), *l)));
+        }
+        for (i, o) in cfg.gpio.output.iter().enumerate() {
+            let table = format!("gpio.output[{i}]");
+            let Some(chip) = o.chip.clone().or_else(|| cfg.gpio.chip.clone()) else {
+                return Err(err(&table, "chip", "no chip: set `chip` here or in [gpio]".into()));
+            };
+            if used.contains(&(chip.clone(), o.line)) {
+                return Err(err(&table, "line", format!("line {} of {} is already an output", o.line, chip.display())));
+            }
+            used.push((chip, o.line));
+            if let Some(names) = &o.rules {
+                if o.event.is_some() {
+                    return Err(err(&table, "event", "an output follows rules or an event, not both".into()));
+                }
+                if names.is_empty() {
+                    return Err(err(&table, "rules", "is empty: leave it out for every rule".into()));
+                }
+                if let Some(n) = names.iter().find(|n| !rule_names.contains(n)) {
+                    return Err(err(
+                        &table,
+                        "rules",
+                        format!("{n:?} is not a rule (rules: {})", rule_names.join(", ")),
+                    ));
+                }
+            }
+            if o.event.is_some() && o.mode.is_some_and(|m| m != GpioMode::Follow) {
+                return Err(err(&table, "mode", "an event output follows the event (mode = \"follow\")".into()));
+            }
+            if o.pulse_ms.is_some_and(|p| !(10..=MAX_PULSE_MS).contains(&p)) {
+                return Err(err(&table, "pulse_ms", format!("must be 10..{MAX_PULSE_MS} (one minute)")));
+            }
+            if o.pulse_ms.is_some() && o.mode.is_some_and(|m| m != GpioMode::Pulse) {
+                return Err(err(&table, "pulse_ms", "only a pulse has a length".into()));
             }
         }
         if cfg.heartbeat.interval_ms != 0 && cfg.heartbeat.interval_ms < 100 {
@@ -628,6 +724,40 @@ mod tests {
         .unwrap();
         let e = c.error_at("rule[0]", "classes", "no".into());
         assert_eq!(e.line, 8, "{e}");
+    }
+
+    #[test]
+    fn gpio_outputs_are_checked() {
+        let ok = parse("[gpio]\nchip = \"/dev/gpiochip0\"\nline = 17\n[[rule]]\nname = \"gate\"\n[[gpio.output]]\nline = 22\nmode = \"latched\"\nrules = [\"gate\"]\n[[gpio.output]]\nline = 23\nevent = \"camera_lost\"\n").unwrap();
+        assert_eq!(ok.gpio.output.len(), 2);
+        let bad = |t: &str, field: &str, what: &str| {
+            let e = parse(t).unwrap_err();
+            assert!(e.field == field && e.message.contains(what), "{e}");
+        };
+        bad("[[gpio.output]]\nline = 3\n", "gpio.output[0].chip", "no chip");
+        bad(
+            "[gpio]\nchip = \"/dev/gpiochip0\"\nline = 3\n[[gpio.output]]\nline = 3\n",
+            "gpio.output[0].line",
+            "already",
+        );
+        bad(
+            "[gpio]\nchip = \"c\"\n[[gpio.output]]\nline = 3\nrules = [\"nope\"]\n",
+            "gpio.output[0].rules",
+            "not a rule",
+        );
+        bad(
+            "[gpio]\nchip = \"c\"\n[[gpio.output]]\nline = 3\nevent = \"camera_lost\"\nmode = \"pulse\"\n",
+            "gpio.output[0].mode",
+            "follows",
+        );
+        bad("[gpio]\nchip = \"c\"\n[[gpio.output]]\nline = 3\npulse_ms = 5\n", "gpio.output[0].pulse_ms", "10..");
+        bad(
+            "[gpio]\nchip = \"c\"\n[[gpio.output]]\nline = 3\nmode = \"follow\"\npulse_ms = 50\n",
+            "gpio.output[0].pulse_ms",
+            "only a pulse",
+        );
+        let e = parse("[gpio]\nchip = \"c\"\n[[gpio.output]]\nline = 3\nmode = \"blink\"\n").unwrap_err();
+        assert!(e.field.starts_with("gpio.output"), "{e}");
     }
 
     #[test]

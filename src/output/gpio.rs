@@ -125,87 +125,51 @@ impl AnyPin {
     }
 }
 
-/// Pulses a pin on alerts. `active_low` inverts the electrical level (most relay boards switch on low).
-pub struct GpioSink<P: OutputPin> {
-    pin: P,
-    active_low: bool,
-    pulse: Duration,
-    on_until: Option<Instant>,
-    pub pulses: u64,
-    pub errors: u64,
+/// How an output follows what it is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// On for this long at each alert (an alert during a pulse extends it).
+    Pulse(Duration),
+    /// On at an alert, until every alert it is bound to has cleared, or `$LKCMD,RESET`.
+    Latched,
+    /// On while an alert it is bound to stands (from `$LKALR` to its `$LKCLR`); a level for events.
+    Follow,
 }
 
-impl<P: OutputPin> GpioSink<P> {
-    /// Takes the pin and drives it to "off".
-    pub fn new(pin: P, active_low: bool, pulse: Duration) -> GpioSink<P> {
-        let mut s = GpioSink { pin, active_low, pulse, on_until: None, pulses: 0, errors: 0 };
-        s.drive(false);
-        s
-    }
-
-    fn drive(&mut self, on: bool) {
-        let r = if on != self.active_low { self.pin.set_high() } else { self.pin.set_low() };
-        if let Err(e) = r {
-            self.errors = self.errors.saturating_add(1);
-            log::error!("gpio write failed: {e:?}");
-        }
-    }
-
-    /// An alert at `now`: switch on (or extend the pulse).
-    pub fn trigger(&mut self, now: Instant) {
-        if self.on_until.is_none() {
-            self.drive(true);
-        }
-        self.pulses = self.pulses.saturating_add(1);
-        self.on_until = Some(now.checked_add(self.pulse).unwrap_or(now));
-    }
-
-    /// Call regularly: switches off once the pulse has lasted long enough.
-    pub fn tick(&mut self, now: Instant) {
-        if self.on_until.is_some_and(|t| now >= t) {
-            self.on_until = None;
-            self.drive(false);
-        }
-    }
-
-    /// When the pin must next be looked at, if it is on.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.on_until
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.on_until.is_some()
-    }
-
-    /// Switch off now (shutdown).
-    pub fn off(&mut self) {
-        if self.on_until.take().is_some() {
-            self.drive(false);
-        }
-    }
-
-    pub fn pin(&self) -> &P {
-        &self.pin
-    }
+/// What an output is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Alerts of these rules; empty: of every rule.
+    Rules(Vec<crate::output::Field>),
+    /// On while the camera is lost (a fault or tamper relay).
+    CameraLost,
 }
 
-/// A line that is on while a condition holds (the `camera_lost` fault line).
-pub struct LevelPin<P: OutputPin> {
+/// One GPIO output line and its state.
+pub struct OutputLine<P: OutputPin> {
     pin: P,
     active_low: bool,
+    mode: Mode,
+    binding: Binding,
+    /// What the line is now (logically: true = on).
     on: bool,
+    /// A pulse ends then.
+    on_until: Option<Instant>,
+    /// Alerts of the bound rules standing now (alerted, not yet cleared).
+    standing: u32,
     pub errors: u64,
 }
 
-impl<P: OutputPin> LevelPin<P> {
-    /// Takes the pin and drives it to "off".
-    pub fn new(pin: P, active_low: bool) -> LevelPin<P> {
-        let mut l = LevelPin { pin, active_low, on: true, errors: 0 };
+impl<P: OutputPin> OutputLine<P> {
+    /// Takes the pin and drives it to "off" (`active_low` inverts the electrical level: most relay
+    /// boards switch on low).
+    pub fn new(pin: P, active_low: bool, mode: Mode, binding: Binding) -> OutputLine<P> {
+        let mut l = OutputLine { pin, active_low, mode, binding, on: true, on_until: None, standing: 0, errors: 0 };
         l.set(false);
         l
     }
 
-    pub fn set(&mut self, on: bool) {
+    fn set(&mut self, on: bool) {
         if on == self.on {
             return;
         }
@@ -213,8 +177,62 @@ impl<P: OutputPin> LevelPin<P> {
         let r = if on != self.active_low { self.pin.set_high() } else { self.pin.set_low() };
         if let Err(e) = r {
             self.errors = self.errors.saturating_add(1);
-            log::error!("gpio (camera_lost line) write failed: {e:?}");
+            log::error!("gpio write failed: {e:?}");
         }
+    }
+
+    fn bound_to(&self, rule: &str) -> bool {
+        matches!(&self.binding, Binding::Rules(r) if r.is_empty() || r.iter().any(|x| x.as_str() == rule))
+    }
+
+    fn alert(&mut self, rule: &str, now: Instant) -> bool {
+        if !self.bound_to(rule) {
+            return false;
+        }
+        self.standing = self.standing.saturating_add(1);
+        if let Mode::Pulse(d) = self.mode {
+            self.on_until = Some(now.checked_add(d).unwrap_or(now));
+        }
+        self.set(true);
+        true
+    }
+
+    fn clear(&mut self, rule: &str) {
+        if !self.bound_to(rule) {
+            return;
+        }
+        self.standing = self.standing.saturating_sub(1);
+        if self.standing == 0 && matches!(self.mode, Mode::Latched | Mode::Follow) {
+            self.set(false);
+        }
+    }
+
+    fn camera(&mut self, lost: bool) {
+        if self.binding == Binding::CameraLost {
+            self.set(lost);
+        }
+    }
+
+    /// `$LKCMD,RESET`: latched outputs and pulses off (a standing alert does not latch them again).
+    fn reset(&mut self) {
+        if matches!(self.mode, Mode::Latched | Mode::Pulse(_)) && self.binding != Binding::CameraLost {
+            self.on_until = None;
+            self.set(false);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.on_until.is_some_and(|t| now >= t) {
+            self.on_until = None;
+            self.set(false);
+        }
+    }
+
+    /// Off now, whatever it is bound to (a stop, a panic).
+    pub fn off(&mut self) {
+        self.on_until = None;
+        self.standing = 0;
+        self.set(false);
     }
 
     pub fn is_on(&self) -> bool {
@@ -240,30 +258,34 @@ pub fn install_panic_hook() {
 }
 
 /// What the GPIO thread is asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpioCmd {
-    /// An alert: pulse the alarm line.
-    Alert,
+    /// A rule alerted.
+    Alert(crate::output::Field),
+    /// A rule's alert cleared.
+    Clear(crate::output::Field),
     /// The camera is lost (true) or back (false).
     CameraLost(bool),
+    /// `$LKCMD,RESET`: latched outputs and pulses off.
+    Reset,
     /// Every line off now (a stop, a caught panic).
     AllOff,
-    /// The alarm line off now (`$LKCMD,RESET`).
-    AlarmOff,
 }
 
 /// The lines the GPIO thread owns.
 pub struct Lines<P: OutputPin> {
-    pub alarm: GpioSink<P>,
-    pub fault: Option<LevelPin<P>>,
+    pub outputs: Vec<OutputLine<P>>,
 }
 
 impl<P: OutputPin> Lines<P> {
     fn off(&mut self) {
-        self.alarm.off();
-        if let Some(f) = &mut self.fault {
-            f.set(false);
+        for o in &mut self.outputs {
+            o.off();
         }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.outputs.iter().filter_map(|o| o.on_until).min()
     }
 }
 
@@ -311,11 +333,11 @@ impl Gpio {
     pub fn send(&self, cmd: GpioCmd) {
         match self.tx.try_send(cmd) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(cmd)) => {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
                 log::error!("gpio: command queue full; {cmd:?} dropped");
             }
-            Err(TrySendError::Disconnected(_)) => log::error!("gpio: the GPIO thread is gone; {cmd:?} dropped"),
+            Err(TrySendError::Disconnected(cmd)) => log::error!("gpio: the GPIO thread is gone; {cmd:?} dropped"),
         }
     }
 }
@@ -346,25 +368,29 @@ fn gpio_loop<P: OutputPin>(mut lines: Lines<P>, rx: Receiver<GpioCmd>, stats: &G
         }
         let now = Instant::now();
         let mut wait = Duration::from_millis(20);
-        if let Some(d) = lines.alarm.deadline() {
+        if let Some(d) = lines.deadline() {
             wait = wait.min(d.saturating_duration_since(now));
         }
         match rx.recv_timeout(wait) {
-            Ok(GpioCmd::Alert) => {
-                lines.alarm.trigger(Instant::now());
-                stats.pulses.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(GpioCmd::CameraLost(lost)) => {
-                if let Some(f) = &mut lines.fault {
-                    f.set(lost);
+            Ok(GpioCmd::Alert(rule)) => {
+                let now = Instant::now();
+                let mut any = false;
+                for o in &mut lines.outputs {
+                    any |= o.alert(&rule, now);
+                }
+                if any {
+                    stats.pulses.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Ok(GpioCmd::Clear(rule)) => lines.outputs.iter_mut().for_each(|o| o.clear(&rule)),
+            Ok(GpioCmd::CameraLost(lost)) => lines.outputs.iter_mut().for_each(|o| o.camera(lost)),
+            Ok(GpioCmd::Reset) => lines.outputs.iter_mut().for_each(|o| o.reset()),
             Ok(GpioCmd::AllOff) => lines.off(),
-            Ok(GpioCmd::AlarmOff) => lines.alarm.off(),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        lines.alarm.tick(Instant::now());
+        let now = Instant::now();
+        lines.outputs.iter_mut().for_each(|o| o.tick(now));
     }
 }
 
@@ -372,43 +398,7 @@ fn gpio_loop<P: OutputPin>(mut lines: Lines<P>, rx: Receiver<GpioCmd>, stats: &G
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)] // tests may panic
 mod tests {
     use super::*;
-
-    #[derive(Default)]
-    struct Recorder(Vec<bool>);
-    impl ErrorType for Recorder {
-        type Error = core::convert::Infallible;
-    }
-    impl OutputPin for Recorder {
-        fn set_low(&mut self) -> Result<(), Self::Error> {
-            self.0.push(false);
-            Ok(())
-        }
-        fn set_high(&mut self) -> Result<(), Self::Error> {
-            self.0.push(true);
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn pulse_turns_off_after_its_time_and_active_low_inverts() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut g = GpioSink::new(Recorder::default(), false, ms(500));
-        g.trigger(t0);
-        g.tick(t0 + ms(499));
-        assert!(g.is_on());
-        g.trigger(t0 + ms(400)); // extends, no extra edge
-        g.tick(t0 + ms(899));
-        assert!(g.is_on());
-        g.tick(t0 + ms(900));
-        assert!(!g.is_on());
-        assert_eq!(g.pin().0, vec![false, true, false]);
-
-        let mut g = GpioSink::new(Recorder::default(), true, ms(10));
-        g.trigger(t0);
-        g.tick(t0 + ms(10));
-        assert_eq!(g.pin().0, vec![true, false, true]);
-    }
+    use crate::output::sentence::field;
 
     #[derive(Clone, Default)]
     struct Timed(std::sync::Arc<std::sync::Mutex<Vec<(Instant, bool)>>>);
@@ -425,19 +415,77 @@ mod tests {
             Ok(())
         }
     }
+    impl Timed {
+        fn levels(&self) -> Vec<bool> {
+            self.0.lock().unwrap().iter().map(|x| x.1).collect()
+        }
+    }
+
+    fn rules(names: &[&str]) -> Binding {
+        Binding::Rules(names.iter().map(|n| field(n)).collect())
+    }
+
+    fn states<P: OutputPin>(o: &[OutputLine<P>]) -> Vec<bool> {
+        o.iter().map(|x| x.is_on()).collect()
+    }
+
+    #[test]
+    fn modes_pulse_latch_and_follow() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let (p, l, f, c) = (Timed::default(), Timed::default(), Timed::default(), Timed::default());
+        let mut lines = Lines {
+            outputs: vec![
+                OutputLine::new(p.clone(), false, Mode::Pulse(ms(500)), rules(&[])),
+                OutputLine::new(l.clone(), true, Mode::Latched, rules(&["gate"])),
+                OutputLine::new(f.clone(), false, Mode::Follow, rules(&["gate", "lawn"])),
+                OutputLine::new(c.clone(), false, Mode::Follow, Binding::CameraLost),
+            ],
+        };
+        let o = &mut lines.outputs;
+        o.iter_mut().for_each(|x| {
+            x.alert("gate", t0);
+        });
+        o.iter_mut().for_each(|x| {
+            x.alert("lawn", t0 + ms(100));
+        });
+        o.iter_mut().for_each(|x| x.tick(t0 + ms(599)));
+        assert_eq!(states(o), [true, true, true, false], "the second alert extended the pulse");
+        o.iter_mut().for_each(|x| x.tick(t0 + ms(600)));
+        o.iter_mut().for_each(|x| x.clear("gate"));
+        // The latched line (bound to gate only) is off once gate cleared; follow waits for lawn too.
+        assert_eq!(states(o), [false, false, true, false]);
+        o.iter_mut().for_each(|x| x.clear("lawn"));
+        o.iter_mut().for_each(|x| x.camera(true));
+        assert_eq!(states(o), [false, false, false, true]);
+        // RESET releases a latched line while its alert stands, and leaves follow and events alone.
+        o.iter_mut().for_each(|x| {
+            x.alert("gate", t0 + ms(1000));
+        });
+        o.iter_mut().for_each(|x| x.reset());
+        assert_eq!(states(o), [false, false, true, true]);
+        drop(lines);
+        // Active low inverts; every line ended off when dropped.
+        assert_eq!(l.levels(), [true, false, true, false, true]);
+        for pin in [&p, &f, &c] {
+            assert!(!pin.levels().last().unwrap());
+        }
+    }
 
     #[test]
     fn the_thread_times_the_pulse_and_ends_with_every_line_off() {
         let (alarm, fault) = (Timed::default(), Timed::default());
         let lines = Lines {
-            alarm: GpioSink::new(alarm.clone(), true, Duration::from_millis(200)),
-            fault: Some(LevelPin::new(fault.clone(), true)),
+            outputs: vec![
+                OutputLine::new(alarm.clone(), true, Mode::Pulse(Duration::from_millis(200)), rules(&[])),
+                OutputLine::new(fault.clone(), true, Mode::Follow, Binding::CameraLost),
+            ],
         };
         let (gpio, thread) = Gpio::spawn(lines).unwrap();
         gpio.send(GpioCmd::CameraLost(true));
-        gpio.send(GpioCmd::Alert);
+        gpio.send(GpioCmd::Alert(field("door")));
         std::thread::sleep(Duration::from_millis(400));
-        gpio.send(GpioCmd::Alert);
+        gpio.send(GpioCmd::Alert(field("door")));
         std::thread::sleep(Duration::from_millis(50));
         thread.stop(Duration::from_secs(1));
         let a = alarm.0.lock().unwrap().clone();

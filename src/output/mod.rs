@@ -169,7 +169,8 @@ impl Output {
     /// Sends `ev`, never blocking: GPIO at once, the rest through the queue (a full one is counted).
     pub fn send(&self, ev: Event) {
         match &ev {
-            Event::Alert(_) => self.gpio.send(GpioCmd::Alert),
+            Event::Alert(a) => self.gpio.send(GpioCmd::Alert(a.rule.clone())),
+            Event::Clear { rule, .. } => self.gpio.send(GpioCmd::Clear(rule.clone())),
             Event::Camera { lost, .. } => self.gpio.send(GpioCmd::CameraLost(*lost)),
             _ => {}
         }
@@ -422,7 +423,7 @@ impl<'a> OutputThread<'a> {
                         self.reply("LKSTA", format_args!("{armed},{camera},{unacked},{dropped},{up}"));
                         return;
                     }
-                    Command::Reset => self.gpio.send(GpioCmd::AlarmOff),
+                    Command::Reset => self.gpio.send(GpioCmd::Reset),
                     Command::Ping => {}
                 }
                 match cmd {
