@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-/// What the sinks must hear about the camera.
+/// What the output must hear about the camera.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CameraEvent {
     Lost,

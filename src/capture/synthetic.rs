@@ -1,6 +1,6 @@
 //! A synthetic test pattern: a bright square sliding over a gradient, with no file or device behind it.
 //!
-//! Why: it lets the whole pipeline (ring, preprocessing, inference, sinks) run and be measured anywhere,
+//! Why: it lets the whole pipeline (ring, preprocessing, inference, output) run and be measured anywhere,
 //! including on a board with no camera attached, and it never hits the disk, so it shows what the rest of
 //! the pipeline costs on its own.
 
