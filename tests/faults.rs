@@ -192,7 +192,10 @@ fn a_stream_of_corrupt_frames_does_not_starve_heartbeats_the_pulse_or_a_stop() {
         assert!(high_at.elapsed() < Duration::from_secs(10), "the pulse did not end:\n{}", run.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(1000));
+    // Then long enough for the five good frames to be analysed: 1 s here, two emulated stops under qemu
+    // (the pulse now ends on time, on its own thread, not after the next 2 s inference).
+    let stop_ms: u64 = std::env::var("LOOKOUT_TEST_STOP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    std::thread::sleep(Duration::from_millis(if stop_ms > 2000 { 2 * stop_ms } else { 1000 }));
     let beats_before_stop = run.stdout().lines().filter(|l| l.starts_with("$LKHBT")).count();
     let (st, took) = run.term();
     let err = run.stderr();
@@ -264,7 +267,12 @@ fn sigterm_switches_a_long_pulse_off_at_once() {
     let parts: Vec<&[u8]> = frames[29..34].iter().map(|f| f.as_slice()).collect();
     let clip = write(&dir.join("cyclist.mjpeg"), &parts);
     let mut run =
-        Run::with_config(&dir, &mjpeg_config(&clip, "loop = true\npace = \"realtime\"\n[gpio]\npulse_ms = 60000"), &[]);
+        // Tracks kept 10 s: under qemu analysed frames are 2 s apart.
+        Run::with_config(
+            &dir,
+            &mjpeg_config(&clip, "loop = true\npace = \"realtime\"\n[gpio]\npulse_ms = 60000\n[track]\nmax_coast_ms = 10000"),
+            &[],
+        );
     run.wait_for("gpio: line high", Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(300));
     let (st, took) = run.term();
