@@ -33,6 +33,8 @@ tests=(--lib --bins)
 for f in tests/*.rs; do
     n=$(basename "$f" .rs)
     [ "$1" = aarch64 ] && case "$n" in faults | rules | delivery) continue ;; esac
+    # The MQTT tests run a broker on the host and whole clips in real time: natively only.
+    [ "$n" = mqtt ] && continue
     tests+=(--test "$n")
 done
 start=$(date +%s)

@@ -29,6 +29,8 @@ need file /usr/include/linux/videodev2.h linux-libc-dev
 need cmd ffmpeg ffmpeg                            # raw Y4M frames for the int8 reference test
 need cmd systemd-analyze systemd                  # scripts/verify-service.sh
 need cmd file file                                # the ARM binaries' ELF headers
+need file /usr/sbin/mosquitto mosquitto           # tests/mqtt.rs: a real broker on 127.0.0.1
+need cmd openssl openssl                          # tests/mqtt.rs: a CA and a certificate for the TLS broker
 foreign=()
 if [ $full = 1 ]; then
     need cmd aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu

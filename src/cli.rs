@@ -220,6 +220,23 @@ fn cmd_check(args: &Args) -> i32 {
             );
             let names: Vec<String> = cfg.rule_configs().iter().map(|r| r.name.0.clone()).collect();
             println!("ok: {} rule(s): {}", names.len(), names.join(", "));
+            if let Some(m) = &cfg.mqtt {
+                println!(
+                    "ok: mqtt {}:{}{} as {}, topics {}/{}/..., outbox {}{}",
+                    m.host,
+                    m.port,
+                    if m.ca_pem.is_some() { " (TLS)" } else { "" },
+                    m.client_id.clone().unwrap_or_else(|| format!("lookout-{}", cfg.camera.name.0)),
+                    m.topic_prefix,
+                    cfg.camera.name.0,
+                    m.outbox,
+                    if m.discovery {
+                        format!(", Home Assistant discovery under {}/", m.discovery_prefix)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             if args.no_devices {
                 println!("note: devices not checked (--no-devices)");
             } else if let Err(e) = check_devices(&cfg) {
@@ -405,6 +422,18 @@ fn cmd_bench(args: &Args) -> i32 {
     }
 }
 
+/// The signals a file command stops on, and its source (a source that fails to open: exit 1).
+fn signals_and_source(cfg: &Config) -> Result<(Shutdown, Box<dyn crate::capture::FrameSource>), i32> {
+    let stop = signals()?;
+    match pipeline::open_source(cfg, &stop) {
+        Ok(s) => Ok((stop, s)),
+        Err(e) => {
+            eprintln!("lookout: {e}");
+            Err(1)
+        }
+    }
+}
+
 fn cmd_detect(args: &Args) -> i32 {
     if !args.json {
         eprintln!("lookout: detect writes JSON lines; pass --json\n\n{USAGE}");
@@ -418,16 +447,9 @@ fn cmd_detect(args: &Args) -> i32 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let stop = match signals() {
-        Ok(s) => s,
+    let (stop, mut source) = match signals_and_source(&cfg) {
+        Ok(v) => v,
         Err(code) => return code,
-    };
-    let mut source = match pipeline::open_source(&cfg, &stop) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lookout: {e}");
-            return 1;
-        }
     };
     match detect_loop(&mut model, source.as_mut(), cfg.source.frames, &stop) {
         Ok(()) => 0,
@@ -501,18 +523,15 @@ fn cmd_replay(args: &Args) -> i32 {
     if let Err(code) = check_rules(&cfg, &model) {
         return code;
     }
-    let stop = match signals() {
-        Ok(s) => s,
+    let (stop, mut source) = match signals_and_source(&cfg) {
+        Ok(v) => v,
         Err(code) => return code,
     };
-    let mut source = match pipeline::open_source(&cfg, &stop) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lookout: {e}");
-            return 1;
-        }
-    };
-    // Decisions only: nothing is sent anywhere.
+    // Decisions only: nothing is sent anywhere, no relay switched, no broker told, no journal written.
+    let mut cfg = cfg;
+    cfg.gpio = crate::config::GpioConfig::default();
+    cfg.mqtt = None;
+    cfg.journal.off = true;
     let arming = crate::shutdown::Arming::new(true);
     let port = crate::output::serial::Port::Writer(Box::new(std::io::sink()));
     let analyzer =

@@ -326,6 +326,21 @@ pub fn open_output(cfg: &Config, port: Option<Port>, arming: &Arming) -> anyhow:
         max_sends: s.max_sends,
         journal: cfg.journal.effective_path(),
         journal_records: cfg.journal.records,
+        #[cfg(feature = "mqtt")]
+        mqtt: cfg.mqtt.as_ref().map(|m| crate::output::mqtt::MqttSettings {
+            host: m.host.clone(),
+            port: m.port,
+            topic_prefix: m.topic_prefix.clone(),
+            client_id: m.client_id.clone().unwrap_or_else(|| format!("lookout-{}", cfg.camera.name.0)),
+            username: m.username.clone(),
+            password: m.password.clone(),
+            tls_ca: m.ca_pem.clone(),
+            keep_alive: Duration::from_secs(m.keep_alive_s),
+            outbox: m.outbox,
+            discovery_prefix: m.discovery.then(|| m.discovery_prefix.clone()),
+            camera: cfg.camera.name.0.clone(),
+            rules: cfg.rule_configs().iter().map(|r| r.name.0.clone()).collect(),
+        }),
     };
     Ok(Output::spawn(settings, link, lines, Box::new(arming.clone()))?)
 }
@@ -666,7 +681,11 @@ pub fn run(
         _ => {}
     }
     let o = output.stats();
-    let output_dropped = o.queue_full.load(Ordering::Relaxed).saturating_add(o.link_dropped.load(Ordering::Relaxed));
+    let output_dropped = o
+        .queue_full
+        .load(Ordering::Relaxed)
+        .saturating_add(o.link_dropped.load(Ordering::Relaxed))
+        .saturating_add(o.mqtt_dropped.load(Ordering::Relaxed));
     let analysed = stats.analysed.load(Ordering::Relaxed);
     Ok(Summary {
         captured: stats.captured.load(Ordering::Relaxed),

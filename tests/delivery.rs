@@ -8,27 +8,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use embedded_hal::digital::{ErrorType, OutputPin};
 use lookout::output::gpio::{Binding, Lines, Mode, OutputLine};
 use lookout::output::serial::{Link, Port};
 use lookout::output::{AlertData, Event, Output, Settings};
-
-/// A pin that records every change with its time.
-#[derive(Clone, Default)]
-struct Timed(Arc<Mutex<Vec<(Instant, bool)>>>);
-impl ErrorType for Timed {
-    type Error = core::convert::Infallible;
-}
-impl OutputPin for Timed {
-    fn set_low(&mut self) -> Result<(), Self::Error> {
-        self.0.lock().unwrap().push((Instant::now(), false));
-        Ok(())
-    }
-    fn set_high(&mut self) -> Result<(), Self::Error> {
-        self.0.lock().unwrap().push((Instant::now(), true));
-        Ok(())
-    }
-}
 
 fn settings(ack: bool) -> Settings {
     Settings {
@@ -38,6 +20,8 @@ fn settings(ack: bool) -> Settings {
         max_sends: 30,
         journal: None,
         journal_records: 64,
+        #[cfg(feature = "mqtt")]
+        mqtt: None,
     }
 }
 
@@ -196,24 +180,7 @@ fn a_controller_that_stops_reading_for_10_s_stops_nothing() {
 
 /// Reads whatever comes for `d` (whole lines).
 fn read_for(master: &mut std::fs::File, d: Duration, lines: &mut Vec<String>) {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    let end = Instant::now() + d;
-    let mut partial = Vec::new();
-    while Instant::now() < end {
-        let mut p = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut p, 1, 50) } <= 0 {
-            continue;
-        }
-        let mut buf = [0u8; 4096];
-        let got = master.read(&mut buf).unwrap();
-        partial.extend_from_slice(&buf[..got]);
-        while let Some(i) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=i).collect();
-            lines.push(String::from_utf8_lossy(&line).into_owned());
-        }
-    }
+    read_lines(master, d, lines, &|_| false);
 }
 
 /// With `ack = true`, an alert the controller does not acknowledge is re-sent, the same bytes, every
@@ -471,4 +438,64 @@ fn a_port_that_goes_away_and_comes_back_loses_no_alert() {
         .collect();
     let resent: std::collections::BTreeSet<u64> = second.iter().map(|l| seq_of(l)).collect();
     assert!(fresh.iter().all(|s| resent.contains(s)), "out of order: {fresh:?} in {second:?}");
+}
+
+/// The journal where it cannot be written: at start (a path that cannot be created) lookout runs
+/// without one; on a full disk (a small tmpfs, filled up after the journal was made) every journal write
+/// fails, is logged and counted. Either way every alert goes out, the same as with a working journal.
+#[test]
+fn a_journal_that_cannot_be_written_loses_no_alert() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root (the test command runs as root)");
+        return;
+    }
+    let dir = scratch("journal-full");
+    // Three runs: under emulation (2 s a frame) only the frames around the first car's alert.
+    let frames = if std::env::var_os("LOOKOUT_TEST_FRAMES").is_some() { 12 } else { 60 };
+    clip_part(&dir.join("clip.mjpeg"), 15, 15 + frames);
+    let run = |journal: &std::path::Path| {
+        let cfg = dir.join("c.toml");
+        let body = format!(
+            "[source]\nkind = \"mjpeg\"\npath = \"clip.mjpeg\"\n[heartbeat]\ninterval_ms = 0\n[journal]\npath = \"{}\"\n",
+            journal.display()
+        );
+        std::fs::write(&cfg, body).unwrap();
+        let out = lookout(&["run", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let alerts: Vec<Vec<String>> = sentences(&out.stdout).into_iter().filter(|f| f[0] == "LKALR").collect();
+        (alerts, text(&out.stderr))
+    };
+    let (expected, _) = run(&dir.join("journal"));
+    assert!(!expected.is_empty(), "no alerts to compare");
+    // Cannot be created.
+    // The same sentences but for their time.
+    let strip = |a: &[Vec<String>]| a.iter().map(|f| [&f[..2], &f[3..]].concat()).collect::<Vec<_>>();
+    let (alerts, log) = run(std::path::Path::new("/proc/lookout/journal"));
+    assert_eq!(strip(&alerts), strip(&expected), "{log}");
+    assert!(log.contains("running without one"), "{log}");
+    // A full disk.
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    let _mount = Mount(mnt.clone());
+    let journal = mnt.join("journal");
+    drop(lookout::output::journal::Journal::open(&journal, 4096).unwrap());
+    let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    let (alerts, log) = run(&journal);
+    // The sequence starts at 1 (the journal was new), and goes on with no gap though nothing of it is kept.
+    assert_eq!(strip(&alerts), strip(&expected), "{log}");
+    assert!(log.contains("No space left on device") && log.contains("sentences still go out"), "{log}");
 }

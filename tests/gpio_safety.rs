@@ -1,27 +1,12 @@
 //! Every GPIO line at its safe level after a panic anywhere in the process. A test binary of its own:
 //! the panic hook's flag is process-wide and stays set.
 
-use std::sync::{Arc, Mutex};
+mod common;
+use common::Timed;
+
 use std::time::{Duration, Instant};
 
-use embedded_hal::digital::{ErrorType, OutputPin};
 use lookout::output::gpio::{Binding, Gpio, GpioCmd, Lines, Mode, OutputLine};
-
-#[derive(Clone, Default)]
-struct Timed(Arc<Mutex<Vec<(Instant, bool)>>>);
-impl ErrorType for Timed {
-    type Error = core::convert::Infallible;
-}
-impl OutputPin for Timed {
-    fn set_low(&mut self) -> Result<(), Self::Error> {
-        self.0.lock().unwrap().push((Instant::now(), false));
-        Ok(())
-    }
-    fn set_high(&mut self) -> Result<(), Self::Error> {
-        self.0.lock().unwrap().push((Instant::now(), true));
-        Ok(())
-    }
-}
 
 #[test]
 fn a_panic_on_any_thread_switches_every_line_off() {

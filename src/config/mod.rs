@@ -141,6 +141,8 @@ pub struct Config {
     pub gpio: GpioConfig,
     pub heartbeat: HeartbeatConfig,
     pub journal: JournalConfig,
+    /// Alerts to an MQTT broker too (none without this table).
+    pub mqtt: Option<MqttConfig>,
     /// Where this config came from (file name and text), for errors found after parsing.
     #[serde(skip)]
     origin: Option<(String, String)>,
@@ -318,23 +320,158 @@ pub struct JournalConfig {
     pub path: Option<PathBuf>,
     /// Its size in records of 320 bytes (alerts and ACKs; a ring), 64..1000000. Default 4096 (1.3 MB).
     pub records: u64,
+    /// No journal at all, whatever the file or the environment says (`replay`).
+    #[serde(skip)]
+    pub off: bool,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        JournalConfig { path: None, records: 4096 }
+        JournalConfig { path: None, records: 4096, off: false }
     }
 }
 
 impl JournalConfig {
     /// The file in force: the configured one, or the systemd StateDirectory's.
     pub fn effective_path(&self) -> Option<PathBuf> {
+        if self.off {
+            return None;
+        }
         self.path.clone().or_else(|| {
             let dir = std::env::var_os("STATE_DIRECTORY")?;
             // systemd may list several directories, separated by ':'; ours is the first.
             let first = dir.to_string_lossy().split(':').next().map(PathBuf::from)?;
             Some(first.join("journal"))
         })
+    }
+}
+
+/// `[mqtt]`: the broker, and how we appear on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Default 127.0.0.1 (a broker on the board itself).
+    pub host: String,
+    /// Default 1883.
+    pub port: u16,
+    /// Topics are `<topic_prefix>/<camera>/...`. Default `lookout`.
+    pub topic_prefix: String,
+    /// Default `lookout-<camera>`.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    /// A file whose first line is the password (kept out of the config, which is world-readable).
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) of the broker: TLS with this set.
+    pub tls_ca: Option<PathBuf>,
+    /// Seconds, 5..3600. Default 30.
+    pub keep_alive_s: u64,
+    /// Messages kept while the broker is away, 16..100000. Default 1000.
+    pub outbox: usize,
+    /// Home Assistant MQTT discovery: a binary sensor per rule. Default off.
+    pub discovery: bool,
+    /// Default `homeassistant`.
+    pub discovery_prefix: String,
+    /// The password and CA file contents, read while the config is checked.
+    #[serde(skip)]
+    pub password: Option<String>,
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            topic_prefix: "lookout".into(),
+            client_id: None,
+            username: None,
+            password_file: None,
+            tls_ca: None,
+            keep_alive_s: 30,
+            outbox: 1000,
+            discovery: false,
+            discovery_prefix: "homeassistant".into(),
+            password: None,
+            ca_pem: None,
+        }
+    }
+}
+
+/// A topic prefix: levels of letters, digits, `-`, `_` and `.` joined by `/` (no wildcards, no empty
+/// level, no leading `$`), at most 128 characters.
+fn topic_prefix_problem(p: &str) -> Option<String> {
+    if p.is_empty() || p.len() > 128 {
+        return Some("must be 1..128 characters".into());
+    }
+    let level_ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !p.split('/').all(level_ok) {
+        return Some(format!("{p:?} is not a topic prefix (levels of A-Z a-z 0-9 - _ . joined by /)"));
+    }
+    None
+}
+
+impl MqttConfig {
+    /// Checks the values and reads the password and CA files; `Err((key, message))`.
+    fn check(&mut self, base: &Path) -> Result<(), (&'static str, String)> {
+        let host_ok = |h: &str| {
+            !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
+        };
+        if !host_ok(&self.host) {
+            return Err(("host", format!("{:?} is not a host name or address", self.host)));
+        }
+        if self.port == 0 {
+            return Err(("port", "must be 1..65535".into()));
+        }
+        if let Some(m) = topic_prefix_problem(&self.topic_prefix) {
+            return Err(("topic_prefix", m));
+        }
+        if let Some(m) = topic_prefix_problem(&self.discovery_prefix) {
+            return Err(("discovery_prefix", m));
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                return Err(("client_id", format!("{id:?} is not a client id (1-64 of A-Z a-z 0-9 - _ .)")));
+            }
+        }
+        if let Some(u) = &self.username {
+            if u.is_empty() || u.len() > 256 || u.chars().any(char::is_control) {
+                return Err(("username", "must be 1..256 characters, none of them control characters".into()));
+            }
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            return Err(("password_file", "a password goes with a `username`".into()));
+        }
+        if !(5..=3600).contains(&self.keep_alive_s) {
+            return Err(("keep_alive_s", "must be 5..3600".into()));
+        }
+        if !(16..=100_000).contains(&self.outbox) {
+            return Err(("outbox", "must be 16..100000".into()));
+        }
+        if let Some(p) = &mut self.password_file {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+            let text = std::fs::read_to_string(&*p).map_err(|e| ("password_file", format!("{}: {e}", p.display())))?;
+            let first = text.lines().next().unwrap_or("").to_string();
+            if first.is_empty() || first.len() > 1024 || first.chars().any(char::is_control) {
+                return Err((
+                    "password_file",
+                    format!("{}: the first line must be the password (1..1024 characters)", p.display()),
+                ));
+            }
+            self.password = Some(first);
+        }
+        if let Some(p) = &mut self.tls_ca {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+            let pem = std::fs::read(&*p).map_err(|e| ("tls_ca", format!("{}: {e}", p.display())))?;
+            #[cfg(feature = "mqtt")]
+            crate::output::mqtt::parse_ca(&pem).map_err(|e| ("tls_ca", format!("{}: {e}", p.display())))?;
+            self.ca_pem = Some(pem);
+        }
+        Ok(())
     }
 }
 
@@ -608,6 +745,12 @@ impl Config {
             r.table = format!("rule[{i}]");
         }
         rules::validate(cfg.rules.as_ref(), &cfg.rule, &cfg.track).map_err(|(table, key, m)| err(&table, key, m))?;
+        if let Some(m) = &mut cfg.mqtt {
+            if cfg!(not(feature = "mqtt")) {
+                return Err(err("mqtt", "host", "this build has no MQTT (built without the `mqtt` feature)".into()));
+            }
+            m.check(base).map_err(|(key, message)| err("mqtt", key, message))?;
+        }
         Ok(cfg)
     }
 

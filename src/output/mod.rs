@@ -6,7 +6,8 @@
 //! its command at once (its own thread and timer: [`gpio`]), and the event goes into a bounded queue to
 //! the output thread, which numbers it (one `seq` for every sentence), formats it ([`sentence`]) and
 //! queues it on the serial link ([`serial`]), reads the controller's commands ([`protocol`]) and
-//! re-sends unacknowledged alerts. A full queue or a stalled port is logged and counted
+//! re-sends unacknowledged alerts; with `[mqtt]` it also hands each event to the broker ([`mqtt`]). A
+//! full queue or a stalled port is logged and counted
 //! ([`OutputStats`]), never silent, and never delays the alarm line. Producers do not import this
 //! module's insides, and this module imports no producer: [`Event`] carries plain data.
 
@@ -16,6 +17,8 @@
 
 pub mod gpio;
 pub mod journal;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod protocol;
 pub mod sentence;
 pub mod serial;
@@ -69,6 +72,9 @@ pub struct Settings {
     /// The journal file (sequence numbers and alerts that survive a restart), and its size in records.
     pub journal: Option<std::path::PathBuf>,
     pub journal_records: u64,
+    /// The broker, with `[mqtt]`.
+    #[cfg(feature = "mqtt")]
+    pub mqtt: Option<mqtt::MqttSettings>,
 }
 
 /// Counters of the output stage, for the summary, `$LKSTA` and the log.
@@ -93,11 +99,16 @@ pub struct OutputStats {
     pub unacked: AtomicU64,
     /// Journal writes that failed (a full disk, a bad card): the sentences went out anyway.
     pub journal_errors: AtomicU64,
+    /// MQTT messages dropped (the outbox full), and connections to the broker lost.
+    pub mqtt_dropped: AtomicU64,
+    pub mqtt_lost: AtomicU64,
 }
 
 struct Shared {
     stats: OutputStats,
     stop: AtomicBool,
+    /// How long the stop may drain (milliseconds), set with `stop`.
+    drain_ms: AtomicU64,
     failure: Mutex<Option<String>>,
     threads: Mutex<Option<(std::thread::JoinHandle<()>, GpioThread)>>,
 }
@@ -155,6 +166,7 @@ impl Output {
         let shared = Arc::new(Shared {
             stats: OutputStats::default(),
             stop: AtomicBool::new(false),
+            drain_ms: AtomicU64::new(DRAIN.as_millis() as u64),
             failure: Mutex::new(None),
             threads: Mutex::new(None),
         });
@@ -177,8 +189,11 @@ impl Output {
         match self.tx.try_send(ev) {
             Ok(()) => {}
             Err(TrySendError::Full(ev)) => {
-                self.shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                log::error!("output queue full ({QUEUE} events): dropped {ev:?}");
+                let n = self.shared.stats.queue_full.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                // The first, then every 100th: a stuck output thread must not flood the log as well.
+                if n == 1 || n.is_multiple_of(100) {
+                    log::error!("output queue full ({QUEUE} events): dropped {ev:?} ({n} so far)");
+                }
             }
             Err(TrySendError::Disconnected(ev)) => log::error!("the output thread is gone: dropped {ev:?}"),
         }
@@ -193,19 +208,16 @@ impl Output {
         &self.shared.stats
     }
 
-    pub fn gpio_stats(&self) -> &gpio::GpioStats {
-        &self.gpio.stats
-    }
-
     /// Why output cannot go on (stdout closed), if it cannot.
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.failure).clone()
     }
 
     /// Ends both threads: every line off at once; what is queued goes out for up to `drain` (a port
-    /// that does not take it is left behind, counted), then the threads are joined.
+    /// or broker that does not take it is left behind, counted), then the threads are joined.
     pub fn shutdown(&self, drain: Duration) {
         self.gpio.send(GpioCmd::AllOff);
+        self.shared.drain_ms.store(u64::try_from(drain.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
         self.shared.stop.store(true, Ordering::SeqCst);
         let Some((handle, gpio)) = lock(&self.shared.threads).take() else { return };
         let deadline = Instant::now().checked_add(drain.saturating_add(Duration::from_millis(100)));
@@ -242,9 +254,11 @@ struct OutputThread<'a> {
     /// When the stop came and the drain must end.
     drain_until: Option<Instant>,
     journal: Option<journal::Journal>,
+    #[cfg(feature = "mqtt")]
+    mqtt: Option<mqtt::Mqtt>,
 }
 
-/// How long a stop waits for queued sentences to go out.
+/// How long a stop waits for queued sentences to go out, unless [`Output::shutdown`] says otherwise.
 pub const DRAIN: Duration = Duration::from_millis(500);
 
 impl<'a> OutputThread<'a> {
@@ -257,6 +271,17 @@ impl<'a> OutputThread<'a> {
         journal: Option<(journal::Journal, journal::Recovered)>,
     ) -> Self {
         let acks = AckTable::new(settings.resend, settings.max_sends);
+        #[cfg(feature = "mqtt")]
+        let mqtt = settings.mqtt.clone().and_then(|m| {
+            let name = format!("{}:{}", m.host, m.port);
+            match mqtt::Mqtt::start(m) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    log::error!("mqtt {name}: {e}; running without it");
+                    None
+                }
+            }
+        });
         let (journal, recovered) = match journal {
             Some((j, r)) => (Some(j), Some(r)),
             None => (None, None),
@@ -276,6 +301,8 @@ impl<'a> OutputThread<'a> {
             started: Instant::now(),
             drain_until: None,
             journal,
+            #[cfg(feature = "mqtt")]
+            mqtt,
         };
         if let Some(r) = recovered {
             t.seq = r.last_seq;
@@ -371,6 +398,18 @@ impl<'a> OutputThread<'a> {
             }
         }
         self.put("a sentence");
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &mut self.mqtt {
+            match ev {
+                Event::Alert(a) => m.alert(seq, a),
+                Event::Clear { unix_ms, rule, track } => m.clear(seq, *unix_ms, rule, *track),
+                Event::Camera { lost, unix_ms } => {
+                    m.event(Some(seq), *unix_ms, if *lost { "camera_lost" } else { "camera_restored" })
+                }
+                Event::Notice { name, unix_ms } => m.event(Some(seq), *unix_ms, name),
+                Event::Heartbeat(h) => m.status(seq, h, self.arming.is_armed()),
+            }
+        }
         if let (Event::Alert(_), true) = (ev, self.settings.ack) {
             if let Some(old) = self.acks.sent(seq, &self.sentence, now) {
                 self.shared.stats.given_up.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +457,8 @@ impl<'a> OutputThread<'a> {
                         let dropped = st
                             .link_dropped
                             .load(Ordering::Relaxed)
-                            .saturating_add(st.queue_full.load(Ordering::Relaxed));
+                            .saturating_add(st.queue_full.load(Ordering::Relaxed))
+                            .saturating_add(st.mqtt_dropped.load(Ordering::Relaxed));
                         let (unacked, up) = (self.acks.len(), now.saturating_duration_since(self.started).as_secs());
                         self.reply("LKSTA", format_args!("{armed},{camera},{unacked},{dropped},{up}"));
                         return;
@@ -445,7 +485,56 @@ impl<'a> OutputThread<'a> {
         }
     }
 
+    /// Tells the sinks other than the serial port that it was lost or is back.
+    fn other_sinks(&mut self, name: &str) {
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &mut self.mqtt {
+            m.event(None, crate::frame::unix_ms_now(), name);
+        }
+        let _ = name;
+    }
+
+    /// The broker's comings and goings: logged, counted, and told on the serial line.
+    #[cfg(feature = "mqtt")]
+    fn mqtt_notes(&mut self) {
+        let Some(m) = &mut self.mqtt else { return };
+        let mut told: heapless::Vec<&'static str, 4> = heapless::Vec::new();
+        while let Some(note) = m.note() {
+            let name = match note {
+                mqtt::Note::Connected => {
+                    let s = m.stats();
+                    log::info!(
+                        "mqtt {}:{}: connected ({} connections so far)",
+                        self.settings.mqtt.as_ref().map_or("", |s| s.host.as_str()),
+                        self.settings.mqtt.as_ref().map_or(0, |s| s.port),
+                        s.connects.load(Ordering::Relaxed)
+                    );
+                    if s.lost.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    "mqtt_restored"
+                }
+                mqtt::Note::Lost(why) => {
+                    self.shared.stats.mqtt_lost.fetch_add(1, Ordering::Relaxed);
+                    log::error!("mqtt: connection lost ({why}); reconnecting with backoff, alerts kept meanwhile");
+                    "mqtt_lost"
+                }
+            };
+            let _ = told.push(name);
+        }
+        self.shared.stats.mqtt_dropped.store(m.stats().dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        for name in told {
+            let seq = self.next_seq();
+            let (camera, unix_ms) = (self.settings.camera.as_str(), crate::frame::unix_ms_now());
+            if event_sentence(&mut self.sentence, seq, unix_ms, camera, name).is_ok() {
+                self.put("an event");
+            }
+        }
+    }
+
     fn pump(&mut self, now: Instant) {
+        #[cfg(feature = "mqtt")]
+        self.mqtt_notes();
         let mut input = [0u8; 256];
         // A few rounds: a burst of input is answered in one go, a flood cannot keep us here.
         for _ in 0..8 {
@@ -454,8 +543,12 @@ impl<'a> OutputThread<'a> {
                 Some(LinkEvent::Lost(why)) => {
                     self.shared.stats.link_lost.fetch_add(1, Ordering::Relaxed);
                     log::error!("serial {}: {why}; closed it, reopening with backoff", self.link.name());
+                    self.other_sinks("serial_lost");
                 }
-                Some(LinkEvent::Restored) => log::warn!("serial {}: reopened", self.link.name()),
+                Some(LinkEvent::Restored) => {
+                    log::warn!("serial {}: reopened", self.link.name());
+                    self.other_sinks("serial_restored");
+                }
                 Some(LinkEvent::Fatal(why)) => {
                     log::error!("output: {why}: alerts cannot be delivered");
                     *lock(&self.shared.failure) = Some(why);
@@ -499,11 +592,44 @@ impl<'a> OutputThread<'a> {
         }
     }
 
+    /// True when the sinks have nothing left to send (the MQTT sink: its stop begun, and done).
+    fn drained(&mut self) -> bool {
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &mut self.mqtt {
+            if !m.stop_step() {
+                return false;
+            }
+        }
+        self.link.pending() == 0
+    }
+
+    fn end(&mut self) {
+        let left = self.link.pending();
+        if left > 0 {
+            log::error!("serial {}: stopping with {left} bytes the port did not take", self.link.name());
+        }
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = &mut self.mqtt {
+            m.end();
+            let s = m.stats();
+            log::info!(
+                "mqtt: {} messages queued, {} acknowledged, {} dropped; {} connections, {} lost",
+                s.queued.load(Ordering::Relaxed),
+                s.acked.load(Ordering::Relaxed),
+                s.dropped.load(Ordering::Relaxed),
+                s.connects.load(Ordering::Relaxed),
+                s.lost.load(Ordering::Relaxed)
+            );
+            self.shared.stats.mqtt_dropped.store(s.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     fn run(mut self, rx: Receiver<Event>) {
         loop {
             let now = Instant::now();
             if self.drain_until.is_none() && self.shared.stop.load(Ordering::SeqCst) {
-                self.drain_until = now.checked_add(DRAIN);
+                let drain = Duration::from_millis(self.shared.drain_ms.load(Ordering::SeqCst));
+                self.drain_until = now.checked_add(drain);
             }
             let wait = if self.link.pending() > 0 || self.drain_until.is_some() { 5 } else { 20 };
             match rx.recv_timeout(Duration::from_millis(wait)) {
@@ -521,11 +647,8 @@ impl<'a> OutputThread<'a> {
             }
             self.pump(Instant::now());
             if let Some(until) = self.drain_until {
-                let left = self.link.pending();
-                if left == 0 || Instant::now() >= until {
-                    if left > 0 {
-                        log::error!("serial {}: stopping with {left} bytes the port did not take", self.link.name());
-                    }
+                if self.drained() || Instant::now() >= until {
+                    self.end();
                     return;
                 }
             }

@@ -161,13 +161,25 @@ pub fn read_lines_until(
     lines: &mut Vec<String>,
     done: &dyn Fn(&[String]) -> bool,
 ) {
+    assert!(read_lines(master, limit, lines, done), "timed out; lines so far: {lines:?}");
+}
+
+/// Reads whole lines for up to `limit`, or until `done` says so (then true).
+pub fn read_lines(
+    master: &mut std::fs::File,
+    limit: std::time::Duration,
+    lines: &mut Vec<String>,
+    done: &dyn Fn(&[String]) -> bool,
+) -> bool {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let deadline = std::time::Instant::now() + limit;
     let mut partial = Vec::new();
     while !done(lines) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        assert!(!left.is_zero(), "timed out; lines so far: {lines:?}");
+        if left.is_zero() {
+            return false;
+        }
         let mut p = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(1000) as i32) };
@@ -181,5 +193,23 @@ pub fn read_lines_until(
             let line: Vec<u8> = partial.drain(..=i).collect();
             lines.push(String::from_utf8_lossy(&line).into_owned());
         }
+    }
+    true
+}
+
+/// A GPIO pin that records every change with its time (tests/delivery.rs, tests/gpio_safety.rs).
+#[derive(Clone, Default)]
+pub struct Timed(pub std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, bool)>>>);
+impl embedded_hal::digital::ErrorType for Timed {
+    type Error = core::convert::Infallible;
+}
+impl embedded_hal::digital::OutputPin for Timed {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().push((std::time::Instant::now(), false));
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().push((std::time::Instant::now(), true));
+        Ok(())
     }
 }
