@@ -11,13 +11,19 @@
 #   2. vivid drops every buffer (v4l2-ctl: the device stays, frames stop: a stall), then streams again.
 #   3. vivid's device is unbound from its driver (the camera vanishes), then bound again.
 #   4. SIGTERM; then 50-frame runs in NV12 and GREY, the other formats vivid offers that lookout takes.
+#   5. `[[gpio.output]]` on the real chip: a 12-frame clip with a car (an alert, its clear at the end of
+#      the file) through a pulse, a follow, an active-low latched and a camera_lost output, their levels
+#      read from debugfs every 0.2 s.
 # While the camera is gone (each of the three times) and after, it reads the camera_lost line from debugfs.
 #
 # The host then checks, and exits 0 only if all hold: every sentence has a valid checksum and sequence
 # numbers increase; camera_lost + camera_restored arrive three times; heartbeats inside each streaming
 # stretch report >= 20 fps captured; the camera_lost line read high each time the camera was gone and low
 # after; the stall was reported as a timeout; probe said "no camera" without vivid and listed its YUYV
-# with it; lookout exited 0 on SIGTERM; the NV12 and GREY runs captured 50 frames, none corrupt; no panic
+# with it; lookout exited 0 on SIGTERM; the NV12 and GREY runs captured 50 frames, none corrupt; the
+# outputs started at their safe levels (the active-low one high), the pulse line went on and off again
+# while the follow and latched lines stayed on for the alert, camera_lost never on, every line released
+# after the exit; no panic
 # (kernel or Rust) in the console log. Last line: a one-line summary. Work files stay in
 # target/vm/<arch>/ (console.log, serial.out; under $CARGO_TARGET_DIR when that is set). The VM has no
 # network card (-nic none): it needs none, and the virt board's default NIC needs a boot ROM
@@ -120,6 +126,62 @@ EOF
 for f in nv12 grey; do
     sed -e "s/^format = .*/format = \"$f\"/" -e '/^port = /d' "$ird/lookout.toml" > "$ird/lookout-$f.toml"
 done
+# Frames 15..26 of the shipped clip: the car top right is confirmed in the third (alert), and cleared at
+# the end of the file.
+python3 - tests/data/bikes.mjpeg "$ird/clip.mjpeg" 15 27 <<'PY'
+import sys
+data, out, lo, hi = open(sys.argv[1], "rb").read(), [], int(sys.argv[3]), int(sys.argv[4])
+i = 0
+while len(out) < hi:
+    assert data[i:i + 2] == b"\xff\xd8", f"no SOI at {i}"
+    j = i + 2
+    while True:  # marker segments up to SOS, then entropy-coded data up to EOI
+        m = data[j + 1]
+        if m == 0xDA:
+            j += 2 + int.from_bytes(data[j + 2:j + 4], "big")
+            while not (data[j] == 0xFF and data[j + 1] not in (0x00, *range(0xD0, 0xD8))):
+                j += 1
+            if data[j + 1] == 0xD9:
+                j += 2
+                break
+            continue
+        j += 2 + int.from_bytes(data[j + 2:j + 4], "big")
+    out.append(data[i:j])
+    i = j
+open(sys.argv[2], "wb").write(b"".join(out[lo:hi]))
+PY
+cat > "$ird/lookout-modes.toml" <<'EOF'
+[camera]
+name = "vm"
+
+[source]
+kind = "mjpeg"
+path = "/clip.mjpeg"
+
+[gpio]
+chip = "/dev/gpiochip0"
+
+[[gpio.output]]
+line = 2
+mode = "pulse"
+pulse_ms = 1500
+
+[[gpio.output]]
+line = 3
+mode = "follow"
+
+[[gpio.output]]
+line = 4
+mode = "latched"
+active_low = true
+
+[[gpio.output]]
+line = 5
+event = "camera_lost"
+
+[heartbeat]
+interval_ms = 0
+EOF
 cat > "$ird/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -168,6 +230,19 @@ say "lookout exit $?"
 for f in nv12 grey; do
     RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout-$f.toml --frames 50 2>&1 | grep -E 'fps$|done:|corrupt|WARN|ERROR' | sed "s/^/VMTEST $f: /"
 done
+# 5. The output modes on the real chip.
+RUST_LOG=info RUST_LOG_STYLE=never /bin/lookout run --config /lookout-modes.toml > /tmp/modes.out 2> /tmp/modes.err &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+    grep lookout-output /sys/kernel/debug/gpio | tr -s ' ' | sed 's/^/VMTEST modes: /'
+    echo "VMTEST modes: --"
+    sleep 0.2
+done
+wait "$pid"
+say "modes exit $?"
+say "modes alerts $(grep -c LKALR /tmp/modes.out) clears $(grep -c LKCLR /tmp/modes.out)"
+grep -E 'done:|ERROR' /tmp/modes.err | sed 's/^/VMTEST modes log: /'
+grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST modes after: /'
 sync
 poweroff -f
 EOF
@@ -240,6 +315,44 @@ for f in ("nv12", "grey"):
     formats[f] = "ok" if done and "50 frames captured" in done[0] and " 0 corrupt" in done[0] else "FAIL"
     if formats[f] != "ok":
         fail.append(f"{f}: no clean 50-frame run: {done}")
+# 5. The output modes: samples of every lookout-output line, separated by "--".
+samples, cur = [], {}
+for l in console.splitlines():
+    if not l.startswith("VMTEST modes: "):
+        continue
+    body = l[len("VMTEST modes: "):]
+    if body == "--":
+        samples.append(cur)
+        cur = {}
+        continue
+    m = re.search(r"gpio-\d+ \(.*\|lookout-output-(\d+) *\) out (hi|lo)", body)
+    if m:
+        cur[int(m.group(1))] = m.group(2)
+samples = [x for x in samples if len(x) == 4]
+seen = lambda line: "".join("1" if x[line] == "hi" else "0" for x in samples)
+modes = {n: seen(n) for n in (2, 3, 4, 5)} if samples else {}
+if not samples:
+    fail.append("modes: no sample with all four outputs")
+else:
+    first = samples[0]
+    if (first[2], first[3], first[4], first[5]) != ("lo", "lo", "hi", "lo"):
+        fail.append(f"modes: first levels {first}, want pulse lo, follow lo, latched (active low) hi, camera_lost lo")
+    on = [i for i, x in enumerate(samples) if x[3] == "hi"]
+    if not on:
+        fail.append(f"modes: the follow line was never on: {modes}")
+    elif not any(samples[i][2] == "hi" for i in on) or samples[on[-1]][2] != "lo":
+        fail.append(f"modes: the pulse did not go on and off again while the alert was active: {modes}")
+    elif any(samples[i][4] != "lo" for i in on):
+        fail.append(f"modes: the latched (active-low) line was not on while the alert was: {modes}")
+    if "1" in modes[5]:
+        fail.append(f"modes: camera_lost on with a file source: {modes[5]}")
+if "VMTEST modes exit 0" not in console:
+    fail.append("modes: lookout did not exit 0")
+ma = re.search(r"VMTEST modes alerts (\d+) clears (\d+)", console)
+if not ma or int(ma.group(1)) < 1 or ma.group(1) != ma.group(2):
+    fail.append(f"modes: alerts/clears {ma.groups() if ma else None}, want at least one alert and its clear")
+if "VMTEST modes after:" in console:
+    fail.append("modes: lookout lines still requested after the exit")
 for bad in ("panicked", "Kernel panic", "Oops", "BUG:"):
     if bad in console:
         fail.append(f"{bad!r} in the console log")
@@ -250,6 +363,8 @@ print(f"vm-test {arch}: {'PASS' if not fail else 'FAIL'}: {len(sentences)} sente
       f"{seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'} increasing; capture fps {' | '.join(fps(x) for x in stretches)}; "
       f"infer fps {hb[-1][2] if hb else '-'}; lost+restored x{events.count('camera_restored')} (absent at start, stalled, "
       f"unbound); camera_lost line {lines['start']}/{lines['stalled']}/{lines['lost']} while gone, {lines['after']} after; "
-      f"nv12 {formats['nv12']}, grey {formats['grey']}; exit {'0' if 'VMTEST lookout exit 0' in console else 'not 0'}")
+      f"nv12 {formats['nv12']}, grey {formats['grey']}; exit {'0' if 'VMTEST lookout exit 0' in console else 'not 0'}; "
+      f"outputs over {len(samples)} samples: pulse {modes.get(2, '-')}, follow {modes.get(3, '-')}, "
+      f"latched (active low) {modes.get(4, '-')}, camera_lost {modes.get(5, '-')}")
 sys.exit(1 if fail else 0)
 EOF
