@@ -263,10 +263,16 @@ fn malformed_input_is_nacked_or_dropped_and_alerts_go_on() {
     bad.extend(b"\n");
     bad.extend(command("LKALR,1,2,x,y,3,z,0.5,1,2,3,4").as_bytes()); // an echo of our own sentences
     bad.extend(command("LKCMD,PING").as_bytes());
+    // And the good commands between them still work.
+    bad.extend(command("LKCMD,STATUS").as_bytes());
+    bad.extend(command("LKCMD,RESET").as_bytes());
     master.write_all(&bad).unwrap();
     let mut lines = Vec::new();
     read_lines_until(&mut master, Duration::from_secs(120), &mut lines, &|l| {
-        l.iter().any(|x| x.contains(",PING*")) && l.iter().any(|x| x.starts_with("$LKALR"))
+        l.iter().any(|x| x.contains(",PING*"))
+            && l.iter().any(|x| x.contains(",RESET*"))
+            && l.iter().any(|x| x.starts_with("$LKSTA"))
+            && l.iter().any(|x| x.starts_with("$LKALR"))
     });
     sigterm(&child);
     let (code, err, _) = wait(child);
@@ -280,6 +286,11 @@ fn malformed_input_is_nacked_or_dropped_and_alerts_go_on() {
         assert!(naks.contains(&want), "no NAK {want}: {lines:?}");
     }
     assert!(lines.iter().any(|l| l.starts_with("$LKACK") && l.contains(",PING*")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("$LKACK") && l.contains(",RESET*")), "{lines:?}");
+    // STATUS: armed, the camera (a file: never lost), nothing unacknowledged (ack is off), nothing dropped.
+    let sta = lines.iter().find(|l| l.starts_with("$LKSTA")).unwrap();
+    let f: Vec<&str> = sta.rsplit_once('*').unwrap().0.split(',').collect();
+    assert_eq!(&f[4..8], ["armed", "camera_ok", "0", "0"], "{sta}");
     for l in &lines {
         assert!(lookout::output::verify(l).is_some(), "{l:?}");
     }

@@ -683,3 +683,33 @@ fn replay_tells_the_broker_nothing() {
     assert!(listener.accept().is_err(), "replay connected to the broker");
     assert!(!dir.join("journal").exists(), "replay wrote a journal");
 }
+
+/// A lookout that dies (`kill -9`: no clean stop, no `offline` of its own) is marked `offline` by its
+/// last will, retained, as soon as the broker sees the connection drop.
+#[test]
+fn a_killed_lookout_is_offline_by_its_last_will() {
+    let dir = scratch("mqtt-will");
+    clip_part(&dir.join("clip.mjpeg"), 0, clip_frames().min(50));
+    let broker = Broker::start(&dir, "");
+    let sub = Subscriber::new(broker.port, "test-will", false);
+    let cfg = config(&dir, "clip.mjpeg", "realtime", &format!("port = {}\n", broker.port));
+    let looping = std::fs::read_to_string(&cfg).unwrap().replace("pace = ", "loop = true\npace = ");
+    std::fs::write(&cfg, looping).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sub.wait_for("online", Duration::from_secs(30), |m| availability(m).last().map(String::as_str) == Some("online"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sub.wait_for("offline by the will", Duration::from_secs(10), |m| {
+        availability(m).last().map(String::as_str) == Some("offline")
+    });
+    drop(sub);
+    let late = Subscriber::new(broker.port, "test-will-late", false);
+    late.wait_for("the retained offline", Duration::from_secs(5), |m| {
+        m.iter().any(|x| x.topic == "lookout/gate/availability" && x.retain && x.payload == "offline")
+    });
+}

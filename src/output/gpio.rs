@@ -238,10 +238,6 @@ impl<P: OutputPin> OutputLine<P> {
     pub fn is_on(&self) -> bool {
         self.on
     }
-
-    pub fn pin(&self) -> &P {
-        &self.pin
-    }
 }
 
 /// Set by the panic hook: every line goes off, whatever thread panicked.

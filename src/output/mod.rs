@@ -642,7 +642,8 @@ impl<'a> OutputThread<'a> {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.drain_until.get_or_insert(now.checked_add(DRAIN).unwrap_or(now));
+                    let drain = Duration::from_millis(self.shared.drain_ms.load(Ordering::SeqCst));
+                    self.drain_until.get_or_insert(now.checked_add(drain).unwrap_or(now));
                 }
             }
             self.pump(Instant::now());
