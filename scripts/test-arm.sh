@@ -35,6 +35,9 @@ for f in tests/*.rs; do
     [ "$1" = aarch64 ] && case "$n" in faults | rules | delivery) continue ;; esac
     # The MQTT tests run a broker on the host and whole clips in real time: natively only.
     [ "$n" = mqtt ] && continue
+    # The steady state's allocation count (205 s under qemu-arm) runs natively and under qemu-aarch64;
+    # left out for armv7 to keep the whole test command within its hour here.
+    [ "$1" = armv7 ] && [ "$n" = steady_state ] && continue
     tests+=(--test "$n")
 done
 start=$(date +%s)

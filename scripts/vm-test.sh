@@ -150,6 +150,8 @@ while len(out) < hi:
     i = j
 open(sys.argv[2], "wb").write(b"".join(out[lo:hi]))
 PY
+# Lines 2, 4, 5, 6: the virt board's device tree gives line 3 to a gpio-keys power button (with it, the armhf
+# run exited 1).
 cat > "$ird/lookout-modes.toml" <<'EOF'
 [camera]
 name = "vm"
@@ -167,16 +169,16 @@ mode = "pulse"
 pulse_ms = 1500
 
 [[gpio.output]]
-line = 3
+line = 4
 mode = "follow"
 
 [[gpio.output]]
-line = 4
+line = 5
 mode = "latched"
 active_low = true
 
 [[gpio.output]]
-line = 5
+line = 6
 event = "camera_lost"
 
 [heartbeat]
@@ -241,7 +243,7 @@ done
 wait "$pid"
 say "modes exit $?"
 say "modes alerts $(grep -c LKALR /tmp/modes.out) clears $(grep -c LKCLR /tmp/modes.out)"
-grep -E 'done:|ERROR' /tmp/modes.err | sed 's/^/VMTEST modes log: /'
+grep -E 'done:|ERROR|^lookout:' /tmp/modes.err | sed 's/^/VMTEST modes log: /'
 grep lookout /sys/kernel/debug/gpio | sed 's/^/VMTEST modes after: /'
 sync
 poweroff -f
@@ -330,22 +332,22 @@ for l in console.splitlines():
         cur[int(m.group(1))] = m.group(2)
 samples = [x for x in samples if len(x) == 4]
 seen = lambda line: "".join("1" if x[line] == "hi" else "0" for x in samples)
-modes = {n: seen(n) for n in (2, 3, 4, 5)} if samples else {}
+modes = {n: seen(n) for n in (2, 4, 5, 6)} if samples else {}
 if not samples:
-    fail.append("modes: no sample with all four outputs")
+    fail.append("modes: no sample with all four outputs: " + " / ".join(l for l in console.splitlines() if "VMTEST modes log" in l))
 else:
     first = samples[0]
-    if (first[2], first[3], first[4], first[5]) != ("lo", "lo", "hi", "lo"):
+    if (first[2], first[4], first[5], first[6]) != ("lo", "lo", "hi", "lo"):
         fail.append(f"modes: first levels {first}, want pulse lo, follow lo, latched (active low) hi, camera_lost lo")
-    on = [i for i, x in enumerate(samples) if x[3] == "hi"]
+    on = [i for i, x in enumerate(samples) if x[4] == "hi"]
     if not on:
         fail.append(f"modes: the follow line was never on: {modes}")
     elif not any(samples[i][2] == "hi" for i in on) or samples[on[-1]][2] != "lo":
         fail.append(f"modes: the pulse did not go on and off again while the alert was active: {modes}")
-    elif any(samples[i][4] != "lo" for i in on):
+    elif any(samples[i][5] != "lo" for i in on):
         fail.append(f"modes: the latched (active-low) line was not on while the alert was: {modes}")
-    if "1" in modes[5]:
-        fail.append(f"modes: camera_lost on with a file source: {modes[5]}")
+    if "1" in modes[6]:
+        fail.append(f"modes: camera_lost on with a file source: {modes[6]}")
 if "VMTEST modes exit 0" not in console:
     fail.append("modes: lookout did not exit 0")
 ma = re.search(r"VMTEST modes alerts (\d+) clears (\d+)", console)
@@ -364,7 +366,7 @@ print(f"vm-test {arch}: {'PASS' if not fail else 'FAIL'}: {len(sentences)} sente
       f"infer fps {hb[-1][2] if hb else '-'}; lost+restored x{events.count('camera_restored')} (absent at start, stalled, "
       f"unbound); camera_lost line {lines['start']}/{lines['stalled']}/{lines['lost']} while gone, {lines['after']} after; "
       f"nv12 {formats['nv12']}, grey {formats['grey']}; exit {'0' if 'VMTEST lookout exit 0' in console else 'not 0'}; "
-      f"outputs over {len(samples)} samples: pulse {modes.get(2, '-')}, follow {modes.get(3, '-')}, "
-      f"latched (active low) {modes.get(4, '-')}, camera_lost {modes.get(5, '-')}")
+      f"outputs over {len(samples)} samples: pulse {modes.get(2, '-')}, follow {modes.get(4, '-')}, "
+      f"latched (active low) {modes.get(5, '-')}, camera_lost {modes.get(6, '-')}")
 sys.exit(1 if fail else 0)
 EOF
