@@ -39,7 +39,8 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(dir: &Path, extra: &str) -> Broker {
+    /// Configured on a free port, not started.
+    fn new(dir: &Path, extra: &str) -> Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
@@ -52,7 +53,11 @@ impl Broker {
             ),
         )
         .unwrap();
-        let mut b = Broker { conf, port, child: None };
+        Broker { conf, port, child: None }
+    }
+
+    fn start(dir: &Path, extra: &str) -> Broker {
+        let mut b = Broker::new(dir, extra);
         b.up();
         b
     }
@@ -712,4 +717,80 @@ fn a_killed_lookout_is_offline_by_its_last_will() {
     late.wait_for("the retained offline", Duration::from_secs(5), |m| {
         m.iter().any(|x| x.topic == "lookout/gate/availability" && x.retain && x.payload == "offline")
     });
+}
+
+/// A broker that cannot be reached yet: the outbox keeps the first `outbox` messages, drops the rest and
+/// counts them; when the broker comes, the kept ones go out first and the run goes on. What the broker
+/// lacks of the serial line's alerts and clears is exactly what was counted as dropped.
+#[test]
+fn a_full_outbox_drops_the_newest_and_counts_them() {
+    let dir = scratch("mqtt-outbox");
+    clip_part(&dir.join("clip.mjpeg"), 0, clip_frames());
+    // The broker is up, the subscriber on it; the way to it is closed until the outbox is full.
+    let broker = Broker::start(&dir, "");
+    let sub = Subscriber::new(broker.port, "test-outbox", false);
+    let relay = Relay::new(broker.port);
+    relay.set(Link::Refuse);
+    let cfg = config(&dir, "clip.mjpeg", "fast", &format!("port = {}\noutbox = 16\n", relay.port));
+    let body = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("pace = ", "loop = true\npace = ")
+        .replace("interval_ms = 300", "interval_ms = 0");
+    std::fs::write(&cfg, body).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut BufReader::new(stdout), &mut v).unwrap();
+        v
+    });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    // Until the outbox is full.
+    let end = Instant::now() + Duration::from_secs(120);
+    while !log.contains("mqtt: a message dropped") {
+        assert!(Instant::now() < end, "the outbox never filled: {log}");
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "lookout ended: {log}");
+        log.push_str(&line);
+    }
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    relay.set(Link::Forward);
+    sub.wait_for("the kept messages and newer ones", Duration::from_secs(60), |m| {
+        mqtt_alerts(m).len() + mqtt_clears(m).len() > 16
+    });
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let stdout = out.join().unwrap();
+    log.push_str(&rest.join().unwrap());
+    sub.wait_for("offline", Duration::from_secs(10), |m| availability(m).last().map(String::as_str) == Some("offline"));
+    let msgs = sub.messages();
+    let (alerts, clears) = (serial_alerts(&stdout), serial_clears(&stdout));
+    let (got_a, got_c) = (mqtt_alerts(&msgs), mqtt_clears(&msgs));
+    for (seq, a) in &got_a {
+        assert_eq!(alerts.get(seq), Some(a), "alert {seq} on MQTT is not the serial line's");
+    }
+    let missing = alerts.keys().filter(|s| !got_a.contains_key(s)).count()
+        + clears.keys().filter(|s| !got_c.contains_key(s)).count();
+    // The 16 oldest were kept: the first 16 alerts and clears of the serial line all arrived.
+    let mut first: Vec<u64> = alerts.keys().chain(clears.keys()).copied().collect();
+    first.sort();
+    for seq in first.iter().take(16) {
+        assert!(got_a.contains_key(seq) || got_c.contains_key(seq), "kept message {seq} lost: {log}");
+    }
+    let summary =
+        log.lines().find(|l| l.contains("mqtt:") && l.contains("messages queued")).unwrap_or_else(|| panic!("{log}"));
+    let dropped: usize = summary.split(" dropped").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(missing > 0, "nothing was dropped: the test proves nothing");
+    assert_eq!(missing, dropped, "{summary}");
 }

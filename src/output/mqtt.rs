@@ -70,6 +70,8 @@ pub struct MqttStats {
     pub acked: AtomicU64,
     /// Messages dropped: the outbox was full.
     pub dropped: AtomicU64,
+    /// Of those, the ones dropped after they were taken (kept through an outage that filled the outbox).
+    pub discarded: AtomicU64,
     /// Connections made, and lost.
     pub connects: AtomicU64,
     pub lost: AtomicU64,
@@ -212,7 +214,10 @@ impl Mqtt {
     /// Messages taken and not yet acknowledged (queued, in flight, or kept for the next connection).
     pub fn outstanding(&self) -> u64 {
         let s = &self.shared.stats;
-        s.queued.load(Ordering::Relaxed).saturating_sub(s.acked.load(Ordering::Relaxed))
+        s.queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.acked.load(Ordering::Relaxed))
+            .saturating_sub(s.discarded.load(Ordering::Relaxed))
     }
 
     /// The next note of the connection thread, if any.
@@ -419,6 +424,7 @@ fn drive(mut conn: Connection, shared: &Shared, notes: &SyncSender<Note>, keep: 
                     let over = kept.len().saturating_sub(keep);
                     kept.truncate(keep);
                     shared.stats.dropped.fetch_add(over as u64, Ordering::Relaxed);
+                    shared.stats.discarded.fetch_add(over as u64, Ordering::Relaxed);
                     log::error!("mqtt: {over} messages dropped: the outbox of {keep} is full");
                 }
                 failures = failures.saturating_add(1);
