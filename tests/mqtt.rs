@@ -185,6 +185,23 @@ fn config(dir: &Path, clip: &str, pace: &str, mqtt: &str) -> PathBuf {
     p
 }
 
+/// Replaces `from` with `to` in the config file at `cfg`.
+fn edit(cfg: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    assert!(text.contains(from), "{from:?} not in {text}");
+    std::fs::write(cfg, text.replace(from, to)).unwrap();
+}
+
+/// `lookout run --config cfg`, started.
+fn spawn_run(cfg: &Path, stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// Alerts as the serial line gave them: seq -> (rule, track, class, score, box).
 fn serial_alerts(stdout: &[u8]) -> BTreeMap<u64, Vec<String>> {
     sentences(stdout)
@@ -242,12 +259,7 @@ fn availability(msgs: &[Msg]) -> Vec<String> {
 
 /// Runs lookout to its end with a time limit (a hang fails the test instead of hanging it).
 fn run_to_end(cfg: &Path, limit: Duration) -> std::process::Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(cfg, Stdio::piped(), Stdio::piped());
     let pid = child.id() as i32;
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
@@ -325,14 +337,8 @@ fn a_broker_restart_loses_nothing() {
     let mut broker = Broker::start(&dir, "");
     let sub = Subscriber::new(broker.port, "test-restart", true);
     let cfg = config(&dir, "clip.mjpeg", "realtime", &format!("port = {}\n", broker.port));
-    let looping = std::fs::read_to_string(&cfg).unwrap().replace("pace = ", "loop = true\npace = ");
-    std::fs::write(&cfg, looping).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    edit(&cfg, "pace = ", "loop = true\npace = ");
+    let mut child = spawn_run(&cfg, Stdio::piped(), Stdio::piped());
     let stdout = child.stdout.take().unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let l = lines.clone();
@@ -470,12 +476,7 @@ fn a_network_cut_loses_nothing() {
     let relay = Relay::new(broker.port);
     let sub = Subscriber::new(broker.port, "test-cut", false);
     let cfg = config(&dir, "clip.mjpeg", "realtime", &format!("port = {}\nkeep_alive_s = 5\n", relay.port));
-    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&cfg, Stdio::piped(), Stdio::piped());
     sub.wait_for("a first alert", Duration::from_secs(30), |m| m.iter().any(|x| x.topic == "lookout/gate/alert"));
     let cut = lookout::frame::unix_ms_now();
     relay.set(Link::Cut);
@@ -698,14 +699,8 @@ fn a_killed_lookout_is_offline_by_its_last_will() {
     let broker = Broker::start(&dir, "");
     let sub = Subscriber::new(broker.port, "test-will", false);
     let cfg = config(&dir, "clip.mjpeg", "realtime", &format!("port = {}\n", broker.port));
-    let looping = std::fs::read_to_string(&cfg).unwrap().replace("pace = ", "loop = true\npace = ");
-    std::fs::write(&cfg, looping).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    edit(&cfg, "pace = ", "loop = true\npace = ");
+    let mut child = spawn_run(&cfg, Stdio::null(), Stdio::null());
     sub.wait_for("online", Duration::from_secs(30), |m| availability(m).last().map(String::as_str) == Some("online"));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -732,17 +727,9 @@ fn a_full_outbox_drops_the_newest_and_counts_them() {
     let relay = Relay::new(broker.port);
     relay.set(Link::Refuse);
     let cfg = config(&dir, "clip.mjpeg", "fast", &format!("port = {}\noutbox = 16\n", relay.port));
-    let body = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("pace = ", "loop = true\npace = ")
-        .replace("interval_ms = 300", "interval_ms = 0");
-    std::fs::write(&cfg, body).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    edit(&cfg, "pace = ", "loop = true\npace = ");
+    edit(&cfg, "interval_ms = 300", "interval_ms = 0");
+    let mut child = spawn_run(&cfg, Stdio::piped(), Stdio::piped());
     let stdout = child.stdout.take().unwrap();
     let out = std::thread::spawn(move || {
         let mut v = Vec::new();
