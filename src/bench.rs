@@ -1,92 +1,107 @@
-//! `lookout bench`: per-stage timings measured on the device itself.
+//! `lookout bench`: the configured pipeline, run as fast as the source allows, measured from inside.
 //!
 //! Why in the binary: the numbers that matter are the ones on the board in the field (a Pi 4 is not this
-//! workstation), and users compare us with other products by them. The bench runs the real stages, one
-//! frame at a time on one thread, over the first frames of a clip, and reports the median and 90th
-//! percentile of each stage and its share of the frame, so one run gives comparable ratios even on a
-//! noisy machine.
+//! workstation), and users compare us with other products by them. The bench runs the real pipeline
+//! (`pipeline::run`: capture thread, motion gate, every engine, tracking and rules) with the outputs
+//! replaced by a sink and the source read as fast as it goes, and reports what a user compares: frames a
+//! second, the time from process start to the first decision, per-stage and end-to-end latency
+//! percentiles, dropped and skipped frames, peak memory, and the heap allocations per frame in the steady
+//! state, outside tract and inside it (the binary's counting allocator, [`crate::metrics::alloc`]).
 
-use std::time::{Duration, Instant};
+use serde_json::{json, Value};
 
-use crate::capture::{CaptureError, FrameSource, Next};
-use crate::frame::Frame;
-use crate::model::Model;
+use crate::metrics::{alloc, Histogram};
+use crate::pipeline::Summary;
 
-/// One stage's samples.
-#[derive(Debug, Default)]
-pub struct Stage {
-    pub name: &'static str,
-    pub samples: Vec<Duration>,
+fn ms(h: &Histogram, p: f64) -> f64 {
+    (h.percentile(p).as_secs_f64() * 1e5).round() / 100.0
 }
 
-impl Stage {
-    fn percentile(&self, p: f64) -> Duration {
-        let mut s = self.samples.clone();
-        s.sort_unstable();
-        s.get(((s.len().saturating_sub(1)) as f64 * p).round() as usize).copied().unwrap_or_default()
-    }
-    pub fn median(&self) -> Duration {
-        self.percentile(0.5)
-    }
-    pub fn p90(&self) -> Duration {
-        self.percentile(0.9)
-    }
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
-/// Times source (read + decode), preprocess, inference and decode+NMS over up to `frames` frames.
-pub fn run(model: &mut Model, source: &mut dyn FrameSource, frames: usize) -> anyhow::Result<Vec<Stage>> {
-    let mut stages = ["source", "preprocess", "inference", "decode+nms"]
-        .map(|name| Stage { name, samples: Vec::with_capacity(frames) });
-    let mut frame = Frame::with_capacity(source.info().frame_len());
-    let mut dets = Vec::with_capacity(model.max_candidates());
-    // One untimed frame first: tract and the caches warm up.
-    let mut warm = true;
-    while stages[0].samples.len() < frames {
-        let t0 = Instant::now();
-        match source.next_frame(&mut frame) {
-            Ok(Next::Frame) => {}
-            Ok(Next::End) => break,
-            Err(CaptureError::Corrupt { .. }) => continue,
-            Err(e) => return Err(e.into()),
+/// The report as one JSON object (`--json` prints it as is).
+pub fn report(s: &Summary, model: &str) -> Value {
+    let r = &s.report;
+    let t = &r.timings;
+    let span = match (r.first_decision, r.last_decision) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    // Frames a second between the first decision and the last (start-up is reported on its own).
+    let fps = if span > 0.0 { r.decided.saturating_sub(1) as f64 / span } else { 0.0 };
+    let startup_ms = r.first_decision.and_then(|first| {
+        crate::metrics::ms_since_process_start().map(|now| now - first.elapsed().as_secs_f64() * 1e3)
+    });
+    let per_frame = |n: u64| -> Value {
+        match r.allocs {
+            Some(w) if alloc::installed() && w.frames > 0 => json!(round2(n as f64 / w.frames as f64)),
+            _ => Value::Null,
         }
-        let t1 = Instant::now();
-        let geom = model.preprocessor.run(&frame, model.engine.input_mut());
-        let t2 = Instant::now();
-        model.engine.run()?;
-        let t3 = Instant::now();
-        let engine = &model.engine;
-        model.decoder.decode(|i| engine.output(i), &geom, &mut dets);
-        let t4 = Instant::now();
-        if warm {
-            warm = false;
-            continue;
-        }
-        for (s, d) in stages.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-            s.samples.push(d);
-        }
-    }
-    Ok(stages.into())
+    };
+    let (outside, tract) = r.allocs.map_or((0, 0), |w| (w.all.saturating_sub(w.tract), w.tract));
+    let stage = |h: &Histogram| json!({"p50": ms(h, 0.5), "p99": ms(h, 0.99), "n": h.count()});
+    json!({
+        "fps": round2(fps),
+        "startup_ms": startup_ms.map(round2),
+        "infer_ms_p50": ms(&t.inference, 0.5),
+        "e2e_ms_p50": ms(&t.end_to_end, 0.5),
+        "e2e_ms_p99": ms(&t.end_to_end, 0.99),
+        "peak_rss_kb": crate::metrics::peak_rss_kb(),
+        "allocs_per_frame": per_frame(outside),
+        "allocs_per_frame_tract": per_frame(tract),
+        "skipped": s.skipped,
+        "dropped": s.dropped,
+        "engines": r.engines,
+        "model": model,
+        "frames": r.decided,
+        "analysed": s.analysed,
+        "corrupt": s.corrupt,
+        "alerts": s.alerts,
+        "engine_rss_kb": r.engine_rss_kb,
+        "alloc_window_frames": r.allocs.map_or(0, |w| w.frames),
+        "jpeg_arena_overflows": alloc::Arena::overflows(),
+        "stages_ms": {
+            "gate": stage(&t.gate),
+            "preprocess": stage(&t.preprocess),
+            "inference": stage(&t.inference),
+            "decode": stage(&t.decode),
+            "decide": stage(&t.decide),
+            "end_to_end": stage(&t.end_to_end),
+        },
+    })
 }
 
-/// The report `lookout bench` prints.
-pub fn report(stages: &[Stage]) -> String {
-    let total: f64 = stages.iter().map(|s| s.median().as_secs_f64()).sum();
-    let mut out = format!("{} frames, one thread\n", stages.first().map_or(0, |s| s.samples.len()));
-    out.push_str("stage         median ms   p90 ms   share of frame\n");
-    for s in stages {
-        let m = s.median().as_secs_f64();
-        out.push_str(&format!(
-            "{:<12} {:>10.2} {:>8.2} {:>10.0}%\n",
-            s.name,
-            m * 1e3,
-            s.p90().as_secs_f64() * 1e3,
-            100.0 * m / total.max(1e-12)
-        ));
+/// The report for people.
+pub fn text(v: &Value) -> String {
+    let g = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    let mut out = format!(
+        "{} frames ({} analysed, {} skipped by the motion gate, {} dropped) on {} engine(s), model {}\n",
+        g("frames"),
+        g("analysed"),
+        g("skipped"),
+        g("dropped"),
+        g("engines"),
+        g("model").as_str().unwrap_or("?")
+    );
+    out.push_str(&format!(
+        "{} frames/s; first decision {} ms after the process started; peak memory {} KiB\n",
+        g("fps"),
+        g("startup_ms"),
+        g("peak_rss_kb")
+    ));
+    out.push_str("stage          p50 ms    p99 ms   samples\n");
+    if let Some(Value::Object(stages)) = v.get("stages_ms") {
+        for (name, s) in stages {
+            let f = |k: &str| s.get(k).cloned().unwrap_or(Value::Null);
+            out.push_str(&format!("{name:<12} {:>8} {:>9} {:>9}\n", f("p50"), f("p99"), f("n")));
+        }
     }
     out.push_str(&format!(
-        "sum of medians {:.2} ms = {:.1} frames/s on one core\n",
-        total * 1e3,
-        1.0 / total.max(1e-12)
+        "heap allocations per frame in the steady state: {} outside tract, {} inside tract's run\n",
+        g("allocs_per_frame"),
+        g("allocs_per_frame_tract")
     ));
     out
 }

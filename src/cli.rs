@@ -28,8 +28,10 @@ usage:
   lookout replay --source FILE [--config FILE] [--model MANIFEST] [--fps N] [--frames N] [--json]
                                          the config's tracking and rules on a clip, frame by frame:
                                          every detection's track and, per rule, alert or why not
-  lookout bench [--source FILE] [--model MANIFEST] [--frames N]
-                                         per-stage timings (default: built-in clip, 100 frames)
+  lookout bench [--config FILE] [--source FILE] [--model MANIFEST] [--frames N] [--json] [--ops]
+                                         the configured pipeline as fast as the source goes, outputs
+                                         to nowhere: fps, start-up, stage and end-to-end latency,
+                                         memory, allocations per frame (--ops: time per model op)
   lookout probe                          list video devices, their formats, sizes and rates, and
                                          which ones lookout can use (exit 0 also with no camera)
   lookout --version | --help
@@ -55,6 +57,8 @@ struct Args {
     no_devices: bool,
     /// `--frames N`: stop after N frames (bench: how many to time, default 100).
     frames: Option<usize>,
+    /// `bench --ops`: time every op of the model (where tract spends the inference).
+    ops: bool,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Args, String> {
@@ -67,6 +71,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
         json: false,
         no_devices: false,
         frames: None,
+        ops: false,
     };
     let mut it = args.into_iter().peekable();
     if let Some(first) = it.peek() {
@@ -87,6 +92,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             }
             "--json" => a.json = true,
             "--no-devices" => a.no_devices = true,
+            "--ops" => a.ops = true,
             "--frames" => {
                 a.frames = Some(value("--frames")?.parse().map_err(|_| "--frames needs a number".to_string())?)
             }
@@ -100,6 +106,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
+    crate::metrics::tune_heap();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();
@@ -315,6 +322,7 @@ fn cmd_run(args: &Args) -> i32 {
         return code;
     }
     log::info!("{}; model {} self-test passed ({})", version(), model.manifest.name, describe(&report));
+    crate::metrics::log_memory("the self-test");
     let faults = match std::env::var("LOOKOUT_FAILPOINT") {
         Ok(spec) => match Failpoints::parse(&spec) {
             Ok(f) => f,
@@ -355,7 +363,7 @@ fn cmd_run(args: &Args) -> i32 {
     match pipeline::run(&cfg, analyzer, &stop, &mut notifier, faults) {
         Ok(s) => {
             log::info!(
-                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} clears, {} inference errors, mean {:.1} ms per frame, {} sentences not sent",
+                "done: {} frames captured, {} analysed, {} dropped, {} corrupt, {} alerts, {} clears, {} inference errors, mean {:.1} ms per frame, {} sentences not sent, {} skipped by the motion gate",
                 s.captured,
                 s.analysed,
                 s.dropped,
@@ -364,7 +372,8 @@ fn cmd_run(args: &Args) -> i32 {
                 s.clears,
                 s.infer_errors,
                 s.mean_infer_us as f64 / 1000.0,
-                s.output_dropped
+                s.output_dropped,
+                s.skipped
             );
             0
         }
@@ -398,7 +407,7 @@ fn config_and_model(args: &Args) -> Result<(Config, Model, SelfTestReport), i32>
 }
 
 fn cmd_bench(args: &Args) -> i32 {
-    let (cfg, mut model, _) = match config_and_model(args) {
+    let (mut cfg, mut model, _) = match config_and_model(args) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -406,13 +415,70 @@ fn cmd_bench(args: &Args) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let result = pipeline::open_source(&cfg, &stop)
-        .map_err(anyhow::Error::from)
-        .and_then(|mut source| crate::bench::run(&mut model, source.as_mut(), args.frames.unwrap_or(100)));
-    match result {
-        Ok(stages) => {
-            println!("{}; model {}", version(), model.manifest.name);
-            print!("{}", crate::bench::report(&stages));
+    if args.ops {
+        return bench_ops(&cfg, &mut model, &stop, args.frames.unwrap_or(50));
+    }
+    if let Err(code) = check_rules(&cfg, &model) {
+        return code;
+    }
+    // The configured pipeline as fast as the source goes, decisions made but sent nowhere: no relay
+    // switched, no broker told, no journal written, sentences into a sink.
+    cfg.source.pace = Some(crate::config::Pace::Fast);
+    cfg.source.looping = false;
+    cfg.gpio = crate::config::GpioConfig::default();
+    cfg.mqtt = None;
+    cfg.journal.off = true;
+    cfg.heartbeat.interval_ms = 0;
+    let name = model.manifest.name.clone();
+    let arming = crate::shutdown::Arming::new(true);
+    let port = crate::output::serial::Port::Writer(Box::new(std::io::sink()));
+    let analyzer =
+        pipeline::open_output(&cfg, Some(port), &arming).and_then(|output| Analyzer::new(model, &cfg, output, arming));
+    let analyzer = match analyzer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            return 1;
+        }
+    };
+    match pipeline::run(&cfg, analyzer, &stop, &mut crate::service::Notifier::none(), Failpoints::default()) {
+        Ok(summary) => {
+            let report = crate::bench::report(&summary, &name);
+            if args.json {
+                println!("{report}");
+            } else {
+                println!("{}", version());
+                print!("{}", crate::bench::text(&report));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("lookout: {e:#}");
+            1
+        }
+    }
+}
+
+/// `lookout bench --ops`: the source's first frame through the model `runs` times, every op timed.
+fn bench_ops(cfg: &Config, model: &mut Model, stop: &Shutdown, runs: usize) -> i32 {
+    let mut frame = crate::frame::Frame::with_capacity(0);
+    let profile = pipeline::open_source(cfg, stop).map_err(anyhow::Error::from).and_then(|mut source| {
+        frame = crate::frame::Frame::with_capacity(source.info().frame_len());
+        source.next_frame(&mut frame)?;
+        model.preprocessor.run(&frame, model.engine.input_mut());
+        model.engine.run()?;
+        model.engine.profile(runs.max(1))
+    });
+    match profile {
+        Ok(ops) => {
+            let total: f64 = ops.iter().map(|o| o.1.as_secs_f64()).sum();
+            println!("{}; model {}; {runs} runs, time per run by op", version(), model.manifest.name);
+            println!("op                         nodes   ms/run   share");
+            for (name, d, n) in ops {
+                let ms = d.as_secs_f64() * 1e3 / runs.max(1) as f64;
+                println!("{name:<26} {n:>5} {ms:>8.3} {:>6.1}%", 100.0 * d.as_secs_f64() / total.max(1e-12));
+            }
+            println!("all ops                          {:>8.3}", total * 1e3 / runs.max(1) as f64);
             0
         }
         Err(e) => {
@@ -543,7 +609,7 @@ fn cmd_replay(args: &Args) -> i32 {
             return 2;
         }
     };
-    let result = replay_loop(&mut analyzer, source.as_mut(), cfg.source.frames, &stop, args.json);
+    let result = replay_loop(&mut analyzer, &cfg.gate, source.as_mut(), cfg.source.frames, &stop, args.json);
     analyzer.output.shutdown(std::time::Duration::ZERO);
     match result {
         Ok(()) => 0,
@@ -653,13 +719,17 @@ fn write_decisions(
 
 fn replay_loop(
     a: &mut Analyzer,
+    gate: &crate::config::GateConfig,
     source: &mut dyn FrameSource,
     limit: Option<u64>,
     stop: &Shutdown,
     json: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut frame = Frame::with_capacity(source.info().frame_len());
+    let info = source.info();
+    let mut frame = Frame::with_capacity(info.frame_len());
+    // The same motion gate as `run`: a skipped frame is decided with the last analysed frame's detections.
+    let mut gate = crate::gate::Gate::new(gate, a.rules.zones(), info.width, info.height);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut done = 0u64;
@@ -669,9 +739,11 @@ fn replay_loop(
         done = done.saturating_add(1);
         frame.unix_ms = crate::frame::unix_ms_now();
         let meta = FrameMeta::from(&frame);
-        let geom = a.prepare(&frame);
-        a.infer()?;
-        a.decode(&geom);
+        if gate.check(&frame).analyse() {
+            let geom = a.prepare(&frame);
+            a.infer()?;
+            a.decode(&geom);
+        }
         a.decide(meta);
         let d = a.decisions();
         (alerts, clears) = (alerts.saturating_add(d.alerts.len()), clears.saturating_add(d.clears.len()));
@@ -685,6 +757,7 @@ fn replay_loop(
         write_decisions(&mut out, a, d, last, json, true)?;
     }
     out.flush()?;
-    log::info!("replay: {done} frames analysed, {alerts} alerts, {clears} clears");
+    let skipped = gate.skipped;
+    log::info!("replay: {done} frames, {skipped} of them skipped by the motion gate, {alerts} alerts, {clears} clears");
     Ok(())
 }

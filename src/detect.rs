@@ -153,6 +153,8 @@ pub struct Decoder {
     pub input_h: usize,
     pub score_threshold: f32,
     pub nms_iou: f32,
+    /// FastestDet: the class channels are logits (see `DecoderManifest::class_logits`).
+    pub class_logits: bool,
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -182,9 +184,16 @@ impl Decoder {
                 }
                 // Channel c of cell i is at c * cells + i (checked: `check_outputs` proved the shape at load).
                 let at = |c: usize, i: usize| f.get(c.saturating_mul(cells).saturating_add(i)).copied().unwrap_or(0.0);
+                // score = obj^0.6 * p^0.4 with the best class's p <= 1, so a cell whose objectness alone
+                // cannot pass is skipped before its 80 class channels are read.
+                // (A hair below the bound, so rounding never skips a cell the full test would keep.)
+                let obj_min = self.score_threshold.max(0.0).powf(1.0 / 0.6) * 0.9999;
                 for i in 0..cells {
                     let (y, x) = (i.checked_div(side).unwrap_or(0), i.checked_rem(side).unwrap_or(0));
                     let obj = at(0, i).clamp(0.0, 1.0);
+                    if obj < obj_min {
+                        continue;
+                    }
                     let (mut best, mut best_c) = (f32::MIN, 0);
                     for c in 0..self.classes {
                         let s = at(c.saturating_add(5), i);
@@ -192,6 +201,11 @@ impl Decoder {
                             best = s;
                             best_c = c;
                         }
+                    }
+                    if self.class_logits {
+                        // The softmax of the best logit: 1 / sum(exp(l - best)).
+                        let sum: f32 = (0..self.classes).map(|c| (at(c.saturating_add(5), i) - best).exp()).sum();
+                        best = 1.0 / sum.max(1.0);
                     }
                     let score = obj.powf(0.6) * best.clamp(0.0, 1.0).powf(0.4);
                     if score <= self.score_threshold {
@@ -299,6 +313,7 @@ mod tests {
             input_h: 100,
             score_threshold: 0.5,
             nms_iou: 0.45,
+            class_logits: false,
         };
         let mut out = Vec::with_capacity(8);
         dec.decode(|_| &f[..], &geom, &mut out);
@@ -307,5 +322,51 @@ mod tests {
         assert!((out[0].score - 1.0).abs() < 1e-6);
         // cx = 0, w = 0.5 -> x in [-25, 25] input px -> clipped to [0, 50] source px (x scale 0.5).
         assert_eq!(out[0].bbox, [0.0, 25.0, 50.0, 75.0]);
+    }
+
+    #[test]
+    fn fastestdet_logits_give_the_softmax_score_and_weak_cells_are_skipped() {
+        // 3 classes, 1x1 grid: logits (0, ln 2, ln 5) -> p = 5/8 for class 2.
+        let spec = InputSpec {
+            width: 10,
+            height: 10,
+            order: ColorOrder::Rgb,
+            resize: Resize::Stretch,
+            scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad: 0.0,
+        };
+        let geom = Geometry::new(&spec, 10, 10);
+        let dec = |threshold, class_logits| Decoder {
+            kind: DecoderKind::Fastestdet,
+            classes: 3,
+            input_w: 10,
+            input_h: 10,
+            score_threshold: threshold,
+            nms_iou: 0.45,
+            class_logits,
+        };
+        let logits = [0.9f32, 0.0, 0.0, 0.0, 0.0, 0.0, 2f32.ln(), 5f32.ln()];
+        let mut probs = logits;
+        probs[5..].copy_from_slice(&[1.0 / 8.0, 2.0 / 8.0, 5.0 / 8.0]);
+        let want = 0.9f32.powf(0.6) * (5.0f32 / 8.0).powf(0.4);
+        let mut a = Vec::with_capacity(8);
+        let mut b = Vec::with_capacity(8);
+        dec(0.5, true).decode(|_| &logits[..], &geom, &mut a);
+        dec(0.5, false).decode(|_| &probs[..], &geom, &mut b);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].class_id, b[0].class_id), (2, 2));
+        assert!((a[0].score - want).abs() < 1e-6 && (b[0].score - want).abs() < 1e-6, "{a:?} {b:?}");
+        // Just under the score the cell can reach, and just over: kept, then not.
+        dec(want - 1e-4, true).decode(|_| &logits[..], &geom, &mut a);
+        assert_eq!(a.len(), 1);
+        dec(want + 1e-4, true).decode(|_| &logits[..], &geom, &mut a);
+        assert!(a.is_empty());
+        // An objectness that cannot pass whatever the classes say.
+        let mut weak = logits;
+        weak[0] = 0.3;
+        dec(0.5, true).decode(|_| &weak[..], &geom, &mut a);
+        assert!(a.is_empty());
     }
 }

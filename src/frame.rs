@@ -49,6 +49,8 @@ pub struct Frame {
     pub pts_ms: u64,
     /// Wall-clock time of capture, Unix milliseconds.
     pub unix_ms: u64,
+    /// When the capture side began to read this frame (the start of end-to-end latency).
+    pub captured: Option<std::time::Instant>,
 }
 
 impl Frame {
@@ -63,6 +65,7 @@ impl Frame {
             index: 0,
             pts_ms: 0,
             unix_ms: 0,
+            captured: None,
         }
     }
 
@@ -80,11 +83,19 @@ pub struct FrameMeta {
     pub unix_ms: u64,
     pub width: u32,
     pub height: u32,
+    pub captured: Option<std::time::Instant>,
 }
 
 impl From<&Frame> for FrameMeta {
     fn from(f: &Frame) -> Self {
-        FrameMeta { index: f.index, pts_ms: f.pts_ms, unix_ms: f.unix_ms, width: f.width, height: f.height }
+        FrameMeta {
+            index: f.index,
+            pts_ms: f.pts_ms,
+            unix_ms: f.unix_ms,
+            width: f.width,
+            height: f.height,
+            captured: f.captured,
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub fn config(data: &[u8]) {
             unix_ms: 1_700_000_000_000,
             width: 640,
             height: 480,
+            captured: None,
         };
         tracker.update(dets, frame.pts_ms);
         rules.update(&tracker, dets, frame, i.wrapping_mul(37) % 1440, i % 7 != 3, &mut out);

@@ -7,6 +7,11 @@
 //! preprocessing writes into the same memory. tract still allocates its intermediate and output tensors in
 //! each run (measured in `tests/steady_state.rs`), which is the one place the steady state allocates.
 //! Every output must be f32 (quantized models must end in DequantizeLinear, as QDQ exports do).
+//!
+//! Several engines ([`Engine::fork`]) share one optimized plan, so its weights are in memory once; each
+//! has its own run state (tract's intermediate tensors), which is what an engine costs. An [`Input`] is
+//! a tensor of the model's input shape that preprocessing can fill on one thread while an engine runs
+//! another on its own thread.
 
 use std::sync::Arc;
 
@@ -18,6 +23,25 @@ use tract_onnx::tract_core::internal::SimpleState;
 pub enum InferError {
     #[error("inference failed: {0}")]
     Run(String),
+}
+
+/// A model input tensor, filled by preprocessing and lent to [`Engine::run_input`].
+pub struct Input(Arc<Tensor>);
+
+impl Input {
+    /// The tensor's memory. tract lets go of its reference when a run ends, so this does not copy.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        let t = Arc::make_mut(&mut self.0);
+        debug_assert_eq!(t.datum_type(), f32::datum_type());
+        // SAFETY: an `Input` is only made as f32 (`Engine::new_input`) and never replaced by another type.
+        unsafe { t.as_slice_mut_unchecked::<f32>() }
+    }
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Input").field(&self.0.shape()).finish()
+    }
 }
 
 /// A loaded, optimized model with its input tensor and the outputs of the last run.
@@ -83,13 +107,67 @@ impl Engine {
 
     /// Runs the model on the current input; outputs are then available from [`Engine::output`].
     pub fn run(&mut self) -> Result<(), InferError> {
+        let input = self.input.clone();
+        self.run_tensor(input)
+    }
+
+    /// Runs the model on `input` (filled elsewhere); outputs as for [`Engine::run`].
+    pub fn run_input(&mut self, input: &Input) -> Result<(), InferError> {
+        self.run_tensor(input.0.clone())
+    }
+
+    fn run_tensor(&mut self, input: Arc<Tensor>) -> Result<(), InferError> {
         self.outputs.clear();
-        let out = self
-            .state
-            .run(tvec!(TValue::from_const(self.input.clone())))
+        let state = &mut self.state;
+        let out = crate::metrics::alloc::in_tract(|| state.run(tvec!(TValue::from_const(input))))
             .map_err(|e| InferError::Run(format!("{e:#}")))?;
         self.outputs = out;
         Ok(())
+    }
+
+    /// A new input tensor of this model's shape (zeros).
+    pub fn new_input(&self) -> anyhow::Result<Input> {
+        Ok(Input(Arc::new(Tensor::zero::<f32>(self.input.shape())?)))
+    }
+
+    /// Another engine on the same optimized plan: the weights are shared, the run state is its own.
+    pub fn fork(&self) -> anyhow::Result<Engine> {
+        let state = SimpleState::new(self.state.plan())?;
+        // The parent's input, shared: a fork runs on `Input`s (`run_input`); `input_mut` would copy it.
+        Ok(Engine { state, input: self.input.clone(), outputs: tvec!(), output_lens: self.output_lens.clone() })
+    }
+
+    /// Times every node of the plan over `runs` runs of the current input: (op name, total time, nodes),
+    /// largest first. For `lookout bench --ops`: where the model's time goes in tract.
+    pub fn profile(&mut self, runs: usize) -> anyhow::Result<Vec<(String, std::time::Duration, usize)>> {
+        use std::collections::HashMap;
+        use std::time::{Duration, Instant};
+        let mut per_node: HashMap<usize, (String, Duration)> = HashMap::new();
+        for _ in 0..runs {
+            let input = tvec!(TValue::from_const(self.input.clone()));
+            self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
+                let t = Instant::now();
+                let r = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                let e = per_node.entry(node.id).or_insert_with(|| {
+                    if std::env::var_os("LOOKOUT_PROFILE_NODES").is_some() {
+                        (format!("{} {}", node.op().name(), node.name), Duration::ZERO)
+                    } else {
+                        (node.op().name().to_string(), Duration::ZERO)
+                    }
+                });
+                e.1 += t.elapsed();
+                r
+            })?;
+        }
+        let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
+        for (name, d) in per_node.into_values() {
+            let e = per_op.entry(name).or_default();
+            e.0 += d;
+            e.1 += 1;
+        }
+        let mut v: Vec<_> = per_op.into_iter().map(|(k, (d, n))| (k, d, n)).collect();
+        v.sort_by_key(|o| std::cmp::Reverse(o.1));
+        Ok(v)
     }
 
     pub fn output_count(&self) -> usize {

@@ -76,6 +76,10 @@ pub struct DecoderManifest {
     pub score_threshold: f32,
     /// Default NMS IoU threshold.
     pub nms_iou: f32,
+    /// FastestDet only: channels 5.. are raw class logits (the lean graph, `scripts/lean_graph.py`), and
+    /// the decoder takes their softmax where a cell can pass the threshold. Default false: probabilities.
+    #[serde(default)]
+    pub class_logits: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,19 +129,29 @@ pub enum ModelSource {
     Manifest(PathBuf),
 }
 
-/// Files of the built-in default model (FastestDet int8), compiled into the binary so that `lookout run`
-/// works from any directory and a flashed board needs nothing else.
+/// The built-in default model's manifest.
+pub const BUILTIN_MANIFEST: &str = "fastestdet-lean-fp32.toml";
+
+/// Files of the built-in default model, compiled into the binary so that `lookout run` works from any
+/// directory and a flashed board needs nothing else. It is FastestDet fp32 with the lean graph
+/// (`scripts/lean_graph.py`): measured with tract 0.23.9 on x86-64 it runs a frame in 10-11 ms where the
+/// int8 QDQ file takes 29-31 ms (tract computes QDQ convolutions in f32 between 114 quantize/dequantize
+/// pairs) and the original fp32 graph 14 ms; tract does the same on ARM, so the default is one for every
+/// architecture (see BENCHMARKS.md).
 const BUILTIN: &[(&str, &[u8])] = &[
-    ("fastestdet-int8.toml", include_bytes!("../models/fastestdet-int8.toml")),
-    ("fastestdet.int8.onnx", include_bytes!("../models/fastestdet.int8.onnx")),
+    ("fastestdet-lean-fp32.toml", include_bytes!("../models/fastestdet-lean-fp32.toml")),
+    ("fastestdet-lean.onnx", include_bytes!("../models/fastestdet-lean.onnx")),
     ("selftest/bikes-352x352.ppm", include_bytes!("../models/selftest/bikes-352x352.ppm")),
-    ("selftest/fastestdet-int8.expected.f32", include_bytes!("../models/selftest/fastestdet-int8.expected.f32")),
+    (
+        "selftest/fastestdet-lean-fp32.expected.f32",
+        include_bytes!("../models/selftest/fastestdet-lean-fp32.expected.f32"),
+    ),
 ];
 
 impl ModelSource {
     fn display(&self) -> String {
         match self {
-            ModelSource::Builtin => "builtin:fastestdet-int8.toml".into(),
+            ModelSource::Builtin => format!("builtin:{BUILTIN_MANIFEST}"),
             ModelSource::Manifest(p) => p.display().to_string(),
         }
     }
@@ -158,7 +172,7 @@ impl ModelSource {
 
     fn manifest_text(&self) -> Result<Cow<'static, [u8]>, String> {
         match self {
-            ModelSource::Builtin => self.read("fastestdet-int8.toml"),
+            ModelSource::Builtin => self.read(BUILTIN_MANIFEST),
             ModelSource::Manifest(p) => std::fs::read(p).map(Cow::Owned).map_err(|e| format!("{}: {e}", p.display())),
         }
     }
@@ -308,8 +322,10 @@ impl Model {
         if !actual.eq_ignore_ascii_case(&manifest.sha256) {
             return Err(ModelError::Sha256 { path: manifest.file.clone(), expected: manifest.sha256.clone(), actual });
         }
+        crate::metrics::log_memory("reading the model");
         let engine = Engine::load(&bytes, manifest.input.shape, manifest.decoder.outputs.len())
             .map_err(|source| ModelError::Load { path: manifest.file.clone(), source })?;
+        crate::metrics::log_memory("loading the model into tract");
         // The labels must be the model's classes: a count that does not match decodes to nothing (or
         // to the wrong classes) forever.
         let lens: Vec<usize> = (0..engine.output_count()).map(|i| engine.output_len(i)).collect();
@@ -325,6 +341,7 @@ impl Model {
             input_h: h,
             score_threshold: manifest.decoder.score_threshold,
             nms_iou: manifest.decoder.nms_iou,
+            class_logits: manifest.decoder.class_logits,
         };
         let i = &manifest.input;
         let preprocessor = Preprocessor::new(InputSpec {

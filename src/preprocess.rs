@@ -118,6 +118,9 @@ pub struct Preprocessor {
     geometry: Geometry,
     cols: Axis,
     rows: Axis,
+    /// The two source rows an output row blends, interpolated along x (3 x width values each), with the
+    /// source row each holds.
+    row_bufs: [(Option<u32>, Vec<f32>); 2],
 }
 
 #[inline]
@@ -134,7 +137,10 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [f32; 3] {
 impl Preprocessor {
     pub fn new(spec: InputSpec) -> Preprocessor {
         let geometry = Geometry::new(&spec, 1, 1);
-        let mut p = Preprocessor { spec, src: (0, 0), geometry, cols: Axis::default(), rows: Axis::default() };
+        let row = || (None, vec![0.0; 3 * spec.width]);
+        let row_bufs = [row(), row()];
+        let mut p =
+            Preprocessor { spec, src: (0, 0), geometry, cols: Axis::default(), rows: Axis::default(), row_bufs };
         p.cols.taps.reserve(p.spec.width);
         p.rows.taps.reserve(p.spec.height);
         p
@@ -208,8 +214,13 @@ impl Preprocessor {
         self.geometry
     }
 
+    /// Bilinear sampling in two passes, the same arithmetic as one: each output row blends two source
+    /// rows that were first interpolated horizontally (`top` and `bot` below), and a source row is
+    /// interpolated once however many output rows use it (an upscaled axis reuses most). The row buffers
+    /// are allocated with the preprocessor; the inner loops are plain arrays, which the compiler
+    /// vectorizes.
     #[inline(always)]
-    fn sample<F: Fn(usize, usize) -> [f32; 3]>(&self, out: &mut [f32], fetch: F) {
+    fn sample<F: Fn(usize, usize) -> [f32; 3]>(&mut self, out: &mut [f32], fetch: F) {
         let (ow, oh) = (self.spec.width, self.spec.height);
         let plane = ow * oh;
         let s = &self.spec;
@@ -221,36 +232,66 @@ impl Preprocessor {
             ColorOrder::Bgr => [2 * plane, plane, 0],
         };
         let pad = [s.pad * mul[0] + add[0], s.pad * mul[1] + add[1], s.pad * mul[2] + add[2]];
+        let cols = &self.cols;
+        // One source row interpolated along x into `buf` (channel c at c * ow + ox).
+        let hpass = |y: usize, buf: &mut [f32]| {
+            for (ox, &(x0, x1, fx)) in cols.taps.iter().enumerate() {
+                let (a, b) = (fetch(x0 as usize, y), fetch(x1 as usize, y));
+                for c in 0..3 {
+                    buf[c * ow + ox] = a[c] + (b[c] - a[c]) * fx;
+                }
+            }
+        };
+        let [ra, rb] = &mut self.row_bufs;
         for oy in 0..oh {
             let (y0, y1, fy) = self.rows.taps[oy];
-            let row_in = self.rows.inside[oy];
-            for ox in 0..ow {
-                let o = oy * ow + ox;
-                if !(row_in && self.cols.inside[ox]) {
-                    for c in 0..3 {
-                        out[dst[c] + o] = pad[c];
-                    }
-                    continue;
-                }
-                let (x0, x1, fx) = self.cols.taps[ox];
-                let (x0, x1, ya, yb) = (x0 as usize, x1 as usize, y0 as usize, y1 as usize);
-                let p00 = fetch(x0, ya);
-                let p10 = fetch(x1, ya);
-                let p01 = fetch(x0, yb);
-                let p11 = fetch(x1, yb);
+            let o = oy * ow;
+            if !self.rows.inside[oy] {
                 for c in 0..3 {
-                    let top = p00[c] + (p10[c] - p00[c]) * fx;
-                    let bot = p01[c] + (p11[c] - p01[c]) * fx;
+                    out[dst[c] + o..dst[c] + o + ow].fill(pad[c]);
+                }
+                continue;
+            }
+            if ra.0 != Some(y0) {
+                if rb.0 == Some(y0) {
+                    std::mem::swap(ra, rb);
+                } else {
+                    hpass(y0 as usize, &mut ra.1);
+                    ra.0 = Some(y0);
+                }
+            }
+            if rb.0 != Some(y1) {
+                hpass(y1 as usize, &mut rb.1);
+                rb.0 = Some(y1);
+            }
+            for c in 0..3 {
+                let top = &ra.1[c * ow..(c + 1) * ow];
+                let bot = &rb.1[c * ow..(c + 1) * ow];
+                let dst = &mut out[dst[c] + o..dst[c] + o + ow];
+                for ((d, &t), &b) in dst.iter_mut().zip(top).zip(bot) {
                     // Rounded to 8-bit levels, as cv2.resize on uint8 images (the models' own pipelines)
                     // gives: int8 models then quantize whole pixel levels, never a half step, so the
-                    // result does not depend on how a runtime rounds ties.
-                    let v = (top + (bot - top) * fy).round_ties_even();
-                    out[dst[c] + o] = v * mul[c] + add[c];
+                    // result does not depend on how a runtime rounds ties. Adding and taking away 2^23
+                    // rounds half to even for 0 <= v < 2^22 (here 0..255) in the default rounding mode,
+                    // like `round_ties_even`, which is a libm call on baseline x86-64 and blocks vectors.
+                    let v = (t + (b - t) * fy + ROUND) - ROUND;
+                    *d = v * mul[c] + add[c];
+                }
+                for (d, &inside) in dst.iter_mut().zip(&cols.inside) {
+                    if !inside {
+                        *d = pad[c];
+                    }
                 }
             }
         }
+        // The next frame's pixels differ: forget which rows the buffers hold.
+        ra.0 = None;
+        rb.0 = None;
     }
 }
+
+/// 2^23: see the rounding in [`Preprocessor::sample`].
+const ROUND: f32 = 8_388_608.0;
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,8 @@ struct State {
     free: Deque<u8, MAX_SLOTS>,
     ready: Deque<u8, MAX_SLOTS>,
     closed: bool,
+    /// [`Ring::wake`] was called and no `take` has returned `Woken` since.
+    woken: bool,
     dropped: u64,
 }
 
@@ -42,6 +44,8 @@ pub enum Take {
     Timeout,
     /// The capture side closed the ring and every frame has been taken.
     Closed,
+    /// No frame yet, but [`Ring::wake`] was called (an engine finished: the caller has work).
+    Woken,
 }
 
 pub struct Ring {
@@ -68,7 +72,7 @@ impl Ring {
         }
         Ring {
             slots: (0..slots).map(|_| Mutex::new(Frame::with_capacity(frame_len))).collect(),
-            state: Mutex::new(State { free, ready: Deque::new(), closed: false, dropped: 0 }),
+            state: Mutex::new(State { free, ready: Deque::new(), closed: false, woken: false, dropped: 0 }),
             changed: Condvar::new(),
             policy,
         }
@@ -149,12 +153,23 @@ impl Ring {
             if st.closed {
                 return Take::Closed;
             }
+            if st.woken {
+                st.woken = false;
+                return Take::Woken;
+            }
             let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return Take::Timeout;
             }
             st = self.changed.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
         }
+    }
+
+    /// Ends a `take` that is waiting (or the next one) with [`Take::Woken`] if no frame is there: another
+    /// thread has something for the taker.
+    pub fn wake(&self) {
+        lock(&self.state).woken = true;
+        self.changed.notify_all();
     }
 
     /// Capture side: no more frames will come. Frames already published can still be taken.
@@ -221,7 +236,7 @@ mod tests {
                     ring.release(i);
                 }
                 Take::Closed => break,
-                Take::Timeout => panic!("producer stalled"),
+                Take::Timeout | Take::Woken => panic!("producer stalled"),
             }
         }
         producer.join().unwrap();
@@ -251,5 +266,25 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         churn.join().unwrap();
         assert!(took < Duration::from_secs(2), "take waited {took:?} for a 100 ms timeout");
+    }
+
+    #[test]
+    fn a_wake_ends_a_wait_once_and_frames_come_first() {
+        let ring = std::sync::Arc::new(Ring::new(2, 4, Policy::LatestWins));
+        let r = ring.clone();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            r.wake();
+        });
+        let t = Instant::now();
+        assert_eq!(ring.take(Duration::from_secs(5)), Take::Woken);
+        assert!(t.elapsed() < Duration::from_secs(4));
+        waker.join().unwrap();
+        assert_eq!(ring.take(Duration::from_millis(10)), Take::Timeout);
+        ring.wake();
+        let i = ring.acquire().unwrap();
+        ring.publish(i);
+        assert_eq!(ring.take(T), Take::Slot(i));
+        assert_eq!(ring.take(T), Take::Woken);
     }
 }

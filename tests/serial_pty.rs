@@ -79,10 +79,10 @@ fn run_sends_alerts_to_the_configured_tty() {
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 256];
-        // The first 40 frames give four alerts (a car; the cyclist, a car and a false person in frame 31-32)
-        // and, at the end of the clip, their four clears; read until the last is in. Heartbeats (every
+        // The first 40 frames give three alerts (a car at 17; the cyclist and the car beside him at 31)
+        // and, at the end of the clip, their three clears; read until the last is in. Heartbeats (every
         // 10 s) come between them where the run is slow (under qemu).
-        while String::from_utf8_lossy(&buf).matches("$LKCLR").count() < 4 || buf.last() != Some(&b'\n') {
+        while String::from_utf8_lossy(&buf).matches("$LKCLR").count() < 3 || buf.last() != Some(&b'\n') {
             let n = master.read(&mut chunk).unwrap();
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -105,7 +105,7 @@ fn run_sends_alerts_to_the_configured_tty() {
         }
     }
     let classes: Vec<&str> = alerts.iter().map(|(_, c)| c.as_str()).collect();
-    assert_eq!(classes, ["car", "person", "car", "person"], "{got:?}");
+    assert_eq!(classes, ["car", "person", "car"], "{got:?}");
     let tracks: Vec<&str> = alerts.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(clears, tracks, "each alert cleared at the end of the clip: {got:?}");
 }

@@ -17,6 +17,7 @@ use zune_jpeg::JpegDecoder;
 use super::pushback::Pushback;
 use super::{pts_ms, CaptureError, FrameSource, Next, SourceInfo};
 use crate::frame::{Frame, PixelFormat};
+use crate::metrics::alloc::Arena;
 
 /// The standard luminance and chrominance DC and AC Huffman tables (JPEG Annex K.3) as one DHT segment,
 /// marker included. Byte-identical to what libjpeg and ffmpeg write with their default tables.
@@ -307,6 +308,30 @@ pub fn decode_rgb(jpeg: &[u8], out: &mut [u8]) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+/// [`decode_rgb`] with the decoder's allocations served from `arena` (see [`crate::metrics::alloc`]): the
+/// error message is copied out of the arena before it is left.
+#[allow(clippy::result_large_err)] // the 256-byte message is the point: it must not allocate in the arena
+pub fn decode_rgb_in(arena: &mut Arena, jpeg: &[u8], out: &mut [u8]) -> Result<(u32, u32), String> {
+    let r: Result<(u32, u32), heapless::String<256>> = arena.scope(|| {
+        decode_rgb(jpeg, out).map_err(|e| {
+            let mut s = heapless::String::new();
+            for c in e.chars() {
+                if s.push(c).is_err() {
+                    break;
+                }
+            }
+            s
+        })
+    });
+    r.map_err(|e| e.as_str().to_string())
+}
+
+/// The arena a JPEG decoder needs for frames of up to `frame_len` RGB bytes: zune-jpeg keeps a plane per
+/// component and its MCU rows, about 1.1 x the RGB size for 4:2:0 (measured); twice that, plus 1 MiB.
+pub fn jpeg_arena(frame_len: usize) -> Arena {
+    Arena::new(frame_len.saturating_mul(2).saturating_add(1 << 20))
+}
+
 /// Reads the width and height from a JPEG's frame header.
 pub fn jpeg_dimensions(jpeg: &[u8]) -> Result<(u32, u32), String> {
     let mut dec = JpegDecoder::new(ZCursor::new(jpeg));
@@ -328,6 +353,7 @@ pub struct MjpegSource {
     index: u64,
     /// Frames that arrived without Huffman tables and were fixed up.
     pub dht_fixups: u64,
+    arena: Arena,
 }
 
 impl MjpegSource {
@@ -367,7 +393,9 @@ impl MjpegSource {
         };
         let width = fw.max(min_size.0).max(MIN_SLOT_PIXELS.0);
         let height = fh.max(min_size.1).max(MIN_SLOT_PIXELS.1);
+        let arena = jpeg_arena(PixelFormat::Rgb24.frame_len(width, height));
         Ok(MjpegSource {
+            arena,
             reader,
             splitter,
             jpeg,
@@ -419,7 +447,8 @@ impl FrameSource for MjpegSource {
         self.index = self.index.saturating_add(1);
         let cap = self.info.frame_len().min(frame.data.len());
         let slot = frame.data.get_mut(..cap).unwrap_or(&mut []);
-        let (w, h) = decode_rgb(&self.jpeg, slot).map_err(|reason| CaptureError::Corrupt { index, reason })?;
+        let (w, h) = decode_rgb_in(&mut self.arena, &self.jpeg, slot)
+            .map_err(|reason| CaptureError::Corrupt { index, reason })?;
         frame.len = PixelFormat::Rgb24.frame_len(w, h);
         frame.format = PixelFormat::Rgb24;
         frame.width = w;

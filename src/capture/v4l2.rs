@@ -25,9 +25,10 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
-use super::mjpeg::{decode_rgb, split_next, Split};
+use super::mjpeg::{decode_rgb_in, jpeg_arena, split_next, Split};
 use super::{CaptureError, FrameSource, Next, SourceInfo};
 use crate::frame::{Frame, PixelFormat};
+use crate::metrics::alloc::Arena;
 
 /// Pixel formats lookout can take from a camera.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -326,6 +327,7 @@ pub struct V4l2Source {
     stride: usize,
     info: SourceInfo,
     jpeg: Vec<u8>,
+    arena: Arena,
     first_ts_us: Option<i64>,
     index: u64,
     timeout: Duration,
@@ -412,6 +414,7 @@ impl V4l2Source {
             stride: set.stride as usize,
             info,
             jpeg: Vec::with_capacity(1 << 20),
+            arena: jpeg_arena(info.frame_len()),
             first_ts_us: None,
             index: 0,
             timeout: s.timeout,
@@ -453,7 +456,9 @@ fn copy_rows(src: &[u8], stride: usize, row_len: usize, rows: usize, dst: &mut [
     Ok(())
 }
 
-/// Converts one driver buffer into `frame` (raw formats: packed rows; MJPEG: decoded to RGB).
+/// Converts one driver buffer into `frame` (raw formats: packed rows; MJPEG: decoded to RGB, the
+/// decoder's allocations in `arena`).
+#[allow(clippy::too_many_arguments)]
 pub fn convert(
     format: CameraFormat,
     width: u32,
@@ -461,6 +466,7 @@ pub fn convert(
     stride: usize,
     data: &[u8],
     jpeg: &mut Vec<u8>,
+    arena: &mut Arena,
     frame: &mut Frame,
 ) -> Result<(), String> {
     let (w, h) = (width as usize, height as usize);
@@ -482,7 +488,7 @@ pub fn convert(
                 Split::Jpeg { .. } => {}
                 Split::End | Split::Damaged { .. } => return Err("incomplete JPEG from the camera".into()),
             }
-            let (jw, jh) = decode_rgb(jpeg, dst)?;
+            let (jw, jh) = decode_rgb_in(arena, jpeg, dst)?;
             if (jw, jh) != (width, height) {
                 return Err(format!("camera sent a {jw}x{jh} JPEG in a {width}x{height} stream"));
             }
@@ -533,8 +539,17 @@ impl FrameSource for V4l2Source {
         self.index = self.index.saturating_add(1);
         let used = if meta.bytesused > 0 { (meta.bytesused as usize).min(buf.len()) } else { buf.len() };
         let c = self.choice;
-        convert(c.format, c.width, c.height, self.stride, buf.get(..used).unwrap_or(buf), &mut self.jpeg, frame)
-            .map_err(|reason| CaptureError::Corrupt { index, reason })?;
+        convert(
+            c.format,
+            c.width,
+            c.height,
+            self.stride,
+            buf.get(..used).unwrap_or(buf),
+            &mut self.jpeg,
+            &mut self.arena,
+            frame,
+        )
+        .map_err(|reason| CaptureError::Corrupt { index, reason })?;
         // time_t is 32-bit on armv7 and 64-bit on aarch64: the casts are needed on one of them.
         #[allow(clippy::unnecessary_cast)]
         let ts = (meta.timestamp.sec as i64).saturating_mul(1_000_000).saturating_add(meta.timestamp.usec as i64);
@@ -607,15 +622,15 @@ mod tests {
         // 2x2 YUYV with a 6-byte stride (2 bytes of padding per row).
         let data = [1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 0, 0];
         let mut f = Frame::with_capacity(8);
-        convert(CameraFormat::Yuyv, 2, 2, 6, &data, &mut Vec::new(), &mut f).unwrap();
+        convert(CameraFormat::Yuyv, 2, 2, 6, &data, &mut Vec::new(), &mut Arena::new(0), &mut f).unwrap();
         assert_eq!(f.pixels(), &[1, 2, 3, 4, 5, 6, 7, 8]);
         // 2x2 NV12 with stride 4: Y rows, then one UV row.
         let data = [10, 11, 0, 0, 12, 13, 0, 0, 20, 21, 0, 0];
         let mut f = Frame::with_capacity(6);
-        convert(CameraFormat::Nv12, 2, 2, 4, &data, &mut Vec::new(), &mut f).unwrap();
+        convert(CameraFormat::Nv12, 2, 2, 4, &data, &mut Vec::new(), &mut Arena::new(0), &mut f).unwrap();
         assert_eq!((f.pixels(), f.format), (&[10u8, 11, 12, 13, 20, 21][..], PixelFormat::Nv12));
         // A short buffer is an error, not a panic.
-        assert!(convert(CameraFormat::Yuyv, 2, 2, 6, &data[..7], &mut Vec::new(), &mut f).is_err());
+        assert!(convert(CameraFormat::Yuyv, 2, 2, 6, &data[..7], &mut Vec::new(), &mut Arena::new(0), &mut f).is_err());
     }
 
     #[test]
@@ -626,7 +641,7 @@ mod tests {
         let mut stripped = full[..at].to_vec();
         stripped.extend_from_slice(&full[at + 2 + len..]);
         let mut f = Frame::with_capacity(640 * 272 * 3);
-        convert(CameraFormat::Mjpeg, 640, 272, 0, &stripped, &mut Vec::new(), &mut f).unwrap();
+        convert(CameraFormat::Mjpeg, 640, 272, 0, &stripped, &mut Vec::new(), &mut Arena::new(0), &mut f).unwrap();
         assert_eq!((f.width, f.height, f.format), (640, 272, PixelFormat::Rgb24));
     }
 }

@@ -5,7 +5,7 @@
 //! unsupported baud rate, a camera name that would break the serial sentence), and every error names the
 //! file, the line and the field. Relative paths are taken relative to the config file. Every field has a
 //! default, so an empty file (or no file: the built-in default) is a working configuration: the shipped
-//! FastestDet int8 model on the shipped clip, alerts as sentences on stdout, GPIO on a logging pin.
+//! FastestDet model (fp32, lean graph) on the shipped clip, alerts as sentences on stdout, GPIO on a logging pin.
 
 // Input reaches this code (files, drivers, the wire): no panic path. Arithmetic is checked, saturating
 // or provably bounded (each `allow` says why), and indexing goes through `get`.
@@ -132,6 +132,8 @@ pub struct Config {
     pub source: SourceConfig,
     pub model: ModelConfig,
     pub ring: RingConfig,
+    pub inference: InferenceConfig,
+    pub gate: GateConfig,
     /// The older single rule table, read as one implicit rule named `default` (see [`RulesConfig`]).
     pub rules: Option<RulesConfig>,
     /// Named rules (`[[rule]]`). With neither, the implicit `default` rule of an empty `[rules]`.
@@ -216,12 +218,62 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model manifest (`models/<name>.toml`); unset = the built-in FastestDet int8.
+    /// Model manifest (`models/<name>.toml`); unset = the built-in FastestDet (models/fastestdet-lean-fp32.toml).
     pub manifest: Option<PathBuf>,
     /// Override of the manifest's decoder score threshold (0..1).
     pub score_threshold: Option<Score>,
     /// Override of the manifest's NMS IoU threshold (0..1).
     pub nms_iou: Option<Score>,
+}
+
+/// Most inference engines (threads) a pipeline runs.
+pub const MAX_ENGINES: usize = 8;
+
+/// `[inference] engines`: `"auto"` (one per core, at most the ring's slots - 1) or a count 1..=8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub enum Engines {
+    #[default]
+    Auto,
+    Count(usize),
+}
+impl TryFrom<toml::Value> for Engines {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) if s == "auto" => Ok(Engines::Auto),
+            toml::Value::Integer(n) if (1..=MAX_ENGINES as i64).contains(&n) => Ok(Engines::Count(n as usize)),
+            other => Err(format!("{other} is not \"auto\" or an engine count 1..={MAX_ENGINES}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Inference engines, each on a thread of its own, frames dealt to them in turn and their results
+    /// put back in frame order (decisions are the same as with one). Default `"auto"`.
+    pub engines: Engines,
+}
+
+/// `[gate]`: motion gating (see `crate::gate`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// Skip inference on frames where nothing moved. Default true.
+    pub enabled: bool,
+    /// How much a cell's mean luma (0..255) must differ from the background to count as moved. Default 10.
+    pub threshold: u8,
+    /// How many moved cells (16 x 16 source pixels each) make motion. Default 2.
+    pub min_cells: u32,
+    /// Longest run of skipped frames, in milliseconds of stream time: then a frame is analysed anyway, so
+    /// a still object is re-checked and its track kept alive. 100..=10000. Default 1000.
+    pub max_skip_ms: u64,
+}
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig { enabled: true, threshold: 10, min_cells: 2, max_skip_ms: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -673,6 +725,24 @@ impl Config {
                 cfg.journal.path = Some(base.join(p));
             }
         }
+        if cfg.gate.threshold == 0 {
+            return Err(err("gate", "threshold", "must be 1..255 (0 would see motion in every frame)".into()));
+        }
+        if !(1..=10_000).contains(&cfg.gate.min_cells) {
+            return Err(err("gate", "min_cells", "must be 1..10000".into()));
+        }
+        if !(100..=10_000).contains(&cfg.gate.max_skip_ms) {
+            return Err(err("gate", "max_skip_ms", "must be 100..10000".into()));
+        }
+        if let Engines::Count(n) = cfg.inference.engines {
+            if n >= cfg.ring.slots.0 {
+                return Err(err(
+                    "inference",
+                    "engines",
+                    format!("{n} engines need a ring of at least {} slots (ring.slots is {})", n.saturating_add(1), cfg.ring.slots.0),
+                ));
+            }
+        }
         if !(64..=1_000_000).contains(&cfg.journal.records) {
             return Err(err("journal", "records", "must be 64..1000000".into()));
         }
@@ -787,6 +857,16 @@ impl Config {
     }
 
     /// Effective pacing: files default to `fast`, the synthetic source to `realtime`.
+    /// How many inference engines to run: `[inference] engines`, `"auto"` being one per core, at most the
+    /// ring's slots - 1 (each engine holds a frame's input while the next frame is prepared).
+    pub fn engines(&self) -> usize {
+        let most = self.ring.slots.0.saturating_sub(1).clamp(1, MAX_ENGINES);
+        match self.inference.engines {
+            Engines::Count(n) => n.clamp(1, most),
+            Engines::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, most),
+        }
+    }
+
     pub fn pace(&self) -> Pace {
         match self.source.kind {
             SourceKind::V4l2 => Pace::Realtime,

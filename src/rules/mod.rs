@@ -530,6 +530,18 @@ impl RuleSet {
         }
     }
 
+    /// The zones motion gating watches: every rule's zone, or `None` (the whole frame) when any rule
+    /// looks anywhere or at a line.
+    pub fn zones(&self) -> Option<Vec<Vec<Point>>> {
+        self.rules
+            .iter()
+            .map(|r| match &r.place {
+                Place::Zone(z) => Some(z.clone()),
+                Place::Anywhere | Place::Line { .. } => None,
+            })
+            .collect()
+    }
+
     /// Whether any rule has a schedule (only then is the local time needed).
     pub fn needs_clock(&self) -> bool {
         self.rules.iter().any(|r| !r.schedule.always())
@@ -602,7 +614,7 @@ mod tests {
     }
 
     fn meta(i: u64, step: u64) -> FrameMeta {
-        FrameMeta { index: i, pts_ms: i * step, unix_ms: 0, width: 100, height: 100 }
+        FrameMeta { index: i, pts_ms: i * step, unix_ms: 0, width: 100, height: 100, captured: None }
     }
 
     /// ('A' or 'C', rule, track, frame) for every alert and clear.

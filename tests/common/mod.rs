@@ -41,44 +41,62 @@ pub fn text(b: &[u8]) -> String {
 /// Writes `frames` of the shipped MJPEG clip (from `start`) as a 4:2:0 Y4M file, converting each decoded
 /// RGB frame to BT.601 limited-range YUV. No ffmpeg needed.
 pub fn clip_as_y4m(path: &Path, start: usize, frames: usize) {
+    let list: Vec<usize> = (start..start + frames).collect();
+    frames_as_y4m(path, &list, false);
+}
+
+/// Writes the shipped clip's frames with the given numbers, in that order (repeats allowed), as a 4:2:0
+/// Y4M file at 25 fps. With `noise`, every frame gets its own sensor-like noise (a deterministic +-3
+/// levels a pixel on luma), so a frame repeated is a still scene as a camera sees it, not a copy.
+pub fn frames_as_y4m(path: &Path, frames: &[usize], noise: bool) {
     use lookout::capture::mjpeg::{decode_rgb, split_next, Split};
     let bytes = std::fs::read(data("bikes.mjpeg")).unwrap();
     let mut r = std::io::Cursor::new(&bytes[..]);
     let mut jpeg = Vec::new();
     let (w, h) = (640usize, 272usize);
-    let mut rgb = vec![0u8; w * h * 3];
-    let mut out = format!("YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n").into_bytes();
-    let mut n = 0;
-    while n < start + frames {
+    let last = frames.iter().max().copied().unwrap_or(0);
+    let mut decoded = Vec::new();
+    for _ in 0..=last {
         assert!(matches!(split_next(&mut r, &mut jpeg).unwrap(), Split::Jpeg { .. }), "clip too short");
-        if n >= start {
-            decode_rgb(&jpeg, &mut rgb).unwrap();
-            out.extend_from_slice(b"FRAME\n");
-            let px = |x: usize, y: usize| {
-                let i = 3 * (y * w + x);
-                (rgb[i] as f32, rgb[i + 1] as f32, rgb[i + 2] as f32)
-            };
-            for y in 0..h {
-                for x in 0..w {
-                    let (r, g, b) = px(x, y);
-                    out.push((16.0 + 0.257 * r + 0.504 * g + 0.098 * b).round() as u8);
+        let mut rgb = vec![0u8; w * h * 3];
+        decode_rgb(&jpeg, &mut rgb).unwrap();
+        decoded.push(rgb);
+    }
+    let mut out = format!("YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n").into_bytes();
+    for (n, &f) in frames.iter().enumerate() {
+        let rgb = &decoded[f];
+        out.extend_from_slice(b"FRAME\n");
+        let px = |x: usize, y: usize| {
+            let i = 3 * (y * w + x);
+            (rgb[i] as f32, rgb[i + 1] as f32, rgb[i + 2] as f32)
+        };
+        let mut seed = 0x9e37_79b9u32 ^ (n as u32).wrapping_mul(0x85eb_ca6b);
+        for y in 0..h {
+            for x in 0..w {
+                let (r, g, b) = px(x, y);
+                let mut v = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
+                if noise {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    v += (seed % 7) as f32 - 3.0;
                 }
+                out.push(v.round().clamp(0.0, 255.0) as u8);
             }
-            for plane in 0..2 {
-                for y in (0..h).step_by(2) {
-                    for x in (0..w).step_by(2) {
-                        let (r, g, b) = px(x, y);
-                        let v = if plane == 0 {
-                            128.0 - 0.148 * r - 0.291 * g + 0.439 * b
-                        } else {
-                            128.0 + 0.439 * r - 0.368 * g - 0.071 * b
-                        };
-                        out.push(v.round().clamp(0.0, 255.0) as u8);
-                    }
+        }
+        for plane in 0..2 {
+            for y in (0..h).step_by(2) {
+                for x in (0..w).step_by(2) {
+                    let (r, g, b) = px(x, y);
+                    let v = if plane == 0 {
+                        128.0 - 0.148 * r - 0.291 * g + 0.439 * b
+                    } else {
+                        128.0 + 0.439 * r - 0.368 * g - 0.071 * b
+                    };
+                    out.push(v.round().clamp(0.0, 255.0) as u8);
                 }
             }
         }
-        n += 1;
     }
     std::fs::write(path, out).unwrap();
 }

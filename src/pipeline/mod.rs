@@ -20,6 +20,8 @@
 //! own for the serial link and the GPIO lines): alerts, clears and heartbeats come from the inference
 //! thread (so a heartbeat also proves inference is alive), camera events from the capture thread.
 
+pub mod engines;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +44,7 @@ use crate::output::sentence::field;
 use crate::output::serial::{Link, Port};
 use crate::output::{AlertData, Event, Heartbeat, Output, Settings};
 use crate::preprocess::Geometry;
-use crate::ring::{Policy, Ring, Take};
+use crate::ring::{Policy, Ring};
 use crate::rules::schedule::local_minute;
 use crate::rules::{Decisions, RuleSet};
 use crate::service::Notifier;
@@ -50,7 +52,7 @@ use crate::shutdown::{Arming, Shutdown};
 use crate::track::Tracker;
 
 /// The clip the built-in default runs on: 250 frames of street scene, 640x272, 25 fps, MJPEG.
-pub static BUILTIN_CLIP: &[u8] = include_bytes!("../tests/data/bikes.mjpeg");
+pub static BUILTIN_CLIP: &[u8] = include_bytes!("../../tests/data/bikes.mjpeg");
 
 /// How long a stop lets queued sentences go out.
 const DRAIN: Duration = Duration::from_millis(300);
@@ -150,8 +152,10 @@ pub struct Stats {
     pub infer_errors: AtomicU64,
     /// The camera is known lost (between `camera_lost` and `camera_restored`).
     pub camera_lost: AtomicBool,
-    /// Total inference time (preprocess + run + decode), microseconds.
+    /// Total inference time (run + decode), microseconds.
     pub infer_us: AtomicU64,
+    /// Frames the motion gate decided without inference.
+    pub skipped: AtomicU64,
 }
 
 /// The inference side's per-frame work (prepare → run → decode → track → rules), with every buffer
@@ -193,6 +197,16 @@ impl Analyzer {
             decisions,
             last: None,
         })
+    }
+
+    /// Preprocesses `frame` into `input` (an engine's next input). The slot can be released afterwards.
+    pub fn prepare_into(&mut self, frame: &Frame, input: &mut crate::infer::Input) -> Geometry {
+        self.model.preprocessor.run(frame, input.as_mut_slice())
+    }
+
+    /// Makes `dets` (decoded by an engine) the frame's detections; `dets` gets the old buffer back.
+    pub fn swap_detections(&mut self, dets: &mut Vec<Detection>) {
+        std::mem::swap(&mut self.dets, dets);
     }
 
     /// Preprocesses `frame` into the model input. The slot can be released afterwards.
@@ -393,7 +407,7 @@ pub fn gpio_lines(cfg: &Config) -> anyhow::Result<Lines<AnyPin>> {
 }
 
 /// What a finished run reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Summary {
     pub captured: u64,
     pub corrupt: u64,
@@ -405,6 +419,10 @@ pub struct Summary {
     pub output_dropped: u64,
     pub infer_errors: u64,
     pub mean_infer_us: u64,
+    /// Frames the motion gate let through without inference.
+    pub skipped: u64,
+    /// Per-stage latencies, engines, steady-state allocations (for `lookout bench`).
+    pub report: engines::Report,
 }
 
 /// The capture thread's loop: fill slots until the source ends, fails, `limit` frames were captured, or
@@ -435,6 +453,7 @@ fn capture_loop(
         Failpoints::hit(faults.capture_hang, captured, "capture-hang", stop);
         let Some(i) = ring.acquire() else { break };
         let mut slot = ring.slot(i);
+        slot.captured = Some(Instant::now());
         match source.next_frame(&mut slot) {
             Ok(Next::Frame) => {
                 good_this_pass = good_this_pass.saturating_add(1);
@@ -546,6 +565,7 @@ fn camera_loop(
         let mut slot = ring.slot(i);
         match cam.next_frame(&mut slot) {
             Ok(Next::Frame) => {
+                slot.captured = Some(Instant::now());
                 slot.pts_ms = slot.pts_ms.saturating_add(pts_offset);
                 slot.index = slot.index.saturating_add(index_offset);
                 slot.unix_ms = unix_ms_now();
@@ -643,14 +663,16 @@ pub fn run(
 ) -> anyhow::Result<Summary> {
     let output = analyzer.output.clone();
     let stats = Arc::new(Stats::default());
-    let (ring, capture) = match start_capture(cfg, &stats, &output, stop, faults) {
+    let (ring, capture, frame_size) = match start_capture(cfg, &stats, &output, stop, faults) {
         Ok(v) => v,
         Err(e) => {
             output.shutdown(DRAIN);
             return Err(e);
         }
     };
-    let infer = catch_unwind(AssertUnwindSafe(|| inference_loop(cfg, analyzer, &ring, &stats, stop, notifier, faults)));
+    let infer = catch_unwind(AssertUnwindSafe(|| {
+        engines::inference_loop(cfg, analyzer, &ring, frame_size, &stats, stop, notifier, faults)
+    }));
     // Whatever ended the loop, everything stops now: waits on the capture side end at once, the ring
     // is closed, every line goes off (a pulse in progress is cut short: a stop must not wait for it).
     stop.request();
@@ -660,6 +682,7 @@ pub fn run(
     let captured = join_within(capture, Duration::from_millis(1200));
     let failure = match (&infer, &captured) {
         (Err(p), _) => Some(format!("inference thread panicked: {}", panic_message(p.as_ref()))),
+        (Ok(Err(why)), _) => Some(why.clone()),
         (_, Joined::Panicked(m)) => Some(format!("capture thread panicked: {m}")),
         _ => None,
     };
@@ -687,6 +710,7 @@ pub fn run(
         .saturating_add(o.link_dropped.load(Ordering::Relaxed))
         .saturating_add(o.mqtt_dropped.load(Ordering::Relaxed));
     let analysed = stats.analysed.load(Ordering::Relaxed);
+    let report = infer.ok().and_then(Result::ok).unwrap_or_default();
     Ok(Summary {
         captured: stats.captured.load(Ordering::Relaxed),
         corrupt: stats.corrupt.load(Ordering::Relaxed),
@@ -697,6 +721,8 @@ pub fn run(
         output_dropped,
         infer_errors: stats.infer_errors.load(Ordering::Relaxed),
         mean_infer_us: stats.infer_us.load(Ordering::Relaxed) / analysed.max(1),
+        skipped: stats.skipped.load(Ordering::Relaxed),
+        report,
     })
 }
 
@@ -711,7 +737,7 @@ fn start_capture(
     output: &Output,
     stop: &Shutdown,
     faults: Failpoints,
-) -> anyhow::Result<(Arc<Ring>, CaptureThread)> {
+) -> anyhow::Result<(Arc<Ring>, CaptureThread, (u32, u32))> {
     let pace = cfg.pace();
     let policy = if pace == Pace::Fast { Policy::Lossless } else { Policy::LatestWins };
     let limit = cfg.source.frames;
@@ -725,6 +751,7 @@ fn start_capture(
     };
     if cfg.source.kind == SourceKind::V4l2 {
         let settings = camera_settings(cfg);
+        let size = (settings.width, settings.height);
         let ring = Arc::new(Ring::new(cfg.ring.slots.0, settings.max_frame_len, policy));
         log::info!(
             "camera {} {}x{} {:?} at {} fps, ring {} slots x {} bytes",
@@ -745,7 +772,7 @@ fn start_capture(
                 Ok(())
             }),
         )?;
-        Ok((ring, handle))
+        Ok((ring, handle, size))
     } else {
         let source = open_source(cfg, &stop)?;
         let info = source.info();
@@ -766,7 +793,7 @@ fn start_capture(
             ring.clone(),
             Box::new(move |ring| capture_loop(source, ring, pace, looping, limit, &stats, &stop, faults)),
         )?;
-        Ok((ring, handle))
+        Ok((ring, handle, (info.width, info.height)))
     }
 }
 
@@ -790,75 +817,6 @@ fn join_within(handle: CaptureThread, limit: Duration) -> Joined {
         Ok(Ok(r)) => Joined::Done(r),
         Ok(Err(p)) => Joined::Panicked(panic_message(p.as_ref())),
         Err(p) => Joined::Panicked(panic_message(p.as_ref())),
-    }
-}
-
-/// The inference thread's loop (the caller's thread): take the newest frame, analyse it, act; between
-/// frames, heartbeats, the alarm pulse, the watchdog and the stop.
-fn inference_loop(
-    cfg: &Config,
-    mut analyzer: Analyzer,
-    ring: &Ring,
-    stats: &Stats,
-    stop: &Shutdown,
-    notifier: &mut Notifier,
-    faults: Failpoints,
-) {
-    let mut heartbeat = HeartbeatClock::new(cfg.heartbeat.interval_ms, Instant::now());
-    loop {
-        let now = Instant::now();
-        let analysed = stats.analysed.load(Ordering::Relaxed);
-        notifier.tick(now, analysed, stats.camera_lost.load(Ordering::Relaxed));
-        if stop.is_set() {
-            break;
-        }
-        if let Some(h) = heartbeat.as_mut().and_then(|h| h.due(now, stats, ring.dropped())) {
-            analyzer.output.send(Event::Heartbeat(h));
-        }
-        if let Some(why) = analyzer.output.failure() {
-            log::error!("stopping: {why}");
-            break;
-        }
-        let mut wait = Duration::from_millis(100);
-        if let Some(h) = &heartbeat {
-            wait = wait.min(h.next.saturating_duration_since(now));
-        }
-        match ring.take(wait) {
-            Take::Slot(i) => {
-                Failpoints::hit(faults.infer_panic, analysed, "infer-panic", stop);
-                Failpoints::hit(faults.infer_hang, analysed, "infer-hang", stop);
-                let t0 = Instant::now();
-                let slot = ring.slot(i);
-                let meta = FrameMeta::from(&*slot);
-                let geom = analyzer.prepare(&slot);
-                drop(slot);
-                ring.release(i);
-                match analyzer.infer() {
-                    Ok(()) => {
-                        analyzer.decode(&geom);
-                        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        stats.infer_us.fetch_add(us, Ordering::Relaxed);
-                        stats.analysed.fetch_add(1, Ordering::Relaxed);
-                        let (alerts, clears) = analyzer.act(meta);
-                        stats.alerts.fetch_add(alerts as u64, Ordering::Relaxed);
-                        stats.clears.fetch_add(clears as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        stats.infer_errors.fetch_add(1, Ordering::Relaxed);
-                        log::error!("frame {}: {e}", meta.index);
-                    }
-                }
-            }
-            Take::Timeout => analyzer.check_arming(),
-            Take::Closed => {
-                // The source ended (not a stop): nothing is in view any more, so every alert clears.
-                if !stop.is_set() {
-                    let n = analyzer.end_of_stream();
-                    stats.clears.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                break;
-            }
-        }
     }
 }
 

@@ -1,0 +1,228 @@
+//! Heap accounting, and a scratch arena for a decoder that allocates per frame.
+//!
+//! Why: "the steady state allocates nothing per frame" is a claim `lookout bench` checks on the real
+//! pipeline, so the binary's global allocator is [`Counting`]: it counts every allocation, and separately
+//! those made inside tract's run ([`in_tract`]), which lookout does not control. The one other
+//! per-frame allocator is zune-jpeg, which builds its decoder state for every JPEG; its allocations are
+//! served from an [`Arena`], a block allocated once for the source and reused for every frame (a bump
+//! pointer, reset when everything it gave out has been freed), so an MJPEG camera runs in fixed memory
+//! too. Without [`Counting`] as the global allocator (a test binary with its own, a library user) the
+//! arena and the counters do nothing and allocations go to that allocator as usual.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static TRACT_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Most arenas alive at once (one per JPEG source; a pipeline has one).
+const MAX_ARENAS: usize = 8;
+/// The address ranges of the live arenas, so a block is recognised whichever thread frees it.
+static RANGES: [(AtomicUsize, AtomicUsize); MAX_ARENAS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_ARENAS];
+/// Blocks each arena has given out and not had back.
+static LIVE: [AtomicUsize; MAX_ARENAS] = [const { AtomicUsize::new(0) }; MAX_ARENAS];
+/// Each arena's bump pointer (bytes used). Only the thread inside the arena's `scope` moves it.
+static TOPS: [AtomicUsize; MAX_ARENAS] = [const { AtomicUsize::new(0) }; MAX_ARENAS];
+/// Allocations made in an arena's scope that did not fit it (they went to the heap, counted).
+static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static IN_TRACT: Cell<bool> = const { Cell::new(false) };
+    /// The arena this thread allocates from (an index into RANGES + 1; 0: none).
+    static ARENA: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The counting global allocator (installed by the `lookout` binary).
+pub struct Counting;
+
+/// Allocations so far: (all, inside tract's run). Both 0 unless [`Counting`] is the global allocator.
+pub fn counts() -> (u64, u64) {
+    (ALLOCS.load(Ordering::Relaxed), TRACT_ALLOCS.load(Ordering::Relaxed))
+}
+
+/// Whether [`Counting`] is the global allocator (it has served an allocation).
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
+/// Runs `f` (tract's run), its allocations counted as tract's.
+pub fn in_tract<R>(f: impl FnOnce() -> R) -> R {
+    let before = IN_TRACT.with(|c| c.replace(true));
+    let r = f();
+    IN_TRACT.with(|c| c.set(before));
+    r
+}
+
+fn count() {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    // try_with: during thread teardown the flag may be gone; then it is not tract.
+    if IN_TRACT.try_with(Cell::get).unwrap_or(false) {
+        TRACT_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The arena (index) holding `p`, if any.
+fn arena_of(p: *mut u8) -> Option<usize> {
+    let a = p as usize;
+    RANGES.iter().position(|(base, end)| {
+        let b = base.load(Ordering::Acquire);
+        b != 0 && a >= b && a < end.load(Ordering::Acquire)
+    })
+}
+
+/// A bump allocation from this thread's arena, if it has one and the block fits.
+fn arena_alloc(l: Layout) -> Option<*mut u8> {
+    let slot = ARENA.try_with(Cell::get).ok()?.checked_sub(1)?;
+    let (base, end) = RANGES.get(slot).map(|(b, e)| (b.load(Ordering::Relaxed), e.load(Ordering::Relaxed)))?;
+    let top = TOPS.get(slot)?;
+    let start = base.checked_add(top.load(Ordering::Relaxed))?.checked_next_multiple_of(l.align())?;
+    let stop = start.checked_add(l.size().max(1))?;
+    if stop > end {
+        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    top.store(stop.saturating_sub(base), Ordering::Relaxed);
+    LIVE.get(slot)?.fetch_add(1, Ordering::Relaxed);
+    Some(start as *mut u8)
+}
+
+// SAFETY: every block comes from `System` or from an arena block that `System` allocated and that is
+// never freed while a block of it is live (`Arena::drop`); arena blocks are aligned and within bounds
+// (`arena_alloc`), never handed out twice before a reset, and a reset happens only with none live.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        INSTALLED.store(true, Ordering::Relaxed);
+        if let Some(p) = arena_alloc(l) {
+            return p;
+        }
+        count();
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        INSTALLED.store(true, Ordering::Relaxed);
+        if let Some(p) = arena_alloc(l) {
+            // SAFETY: the block is `l.size()` bytes of the arena, ours alone.
+            unsafe { p.write_bytes(0, l.size()) };
+            return p;
+        }
+        count();
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let in_arena = ARENA.try_with(Cell::get).unwrap_or(0) != 0;
+        if in_arena || arena_of(p).is_some() {
+            // SAFETY: `n` with the old alignment is a valid layout (the caller's contract).
+            let new_l = unsafe { Layout::from_size_align_unchecked(n, l.align()) };
+            // SAFETY: as `alloc`.
+            let q = unsafe { self.alloc(new_l) };
+            if !q.is_null() {
+                // SAFETY: both blocks are at least min(old, new) bytes and distinct.
+                unsafe { std::ptr::copy_nonoverlapping(p, q, l.size().min(n)) };
+                // SAFETY: `p` was allocated with `l` (the caller's contract).
+                unsafe { self.dealloc(p, l) };
+            }
+            return q;
+        }
+        count();
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if let Some(i) = arena_of(p) {
+            if let Some(live) = LIVE.get(i) {
+                live.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        // SAFETY: not an arena block, so `System` gave it.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+/// A fixed block that a decoder's per-frame allocations come from (see the module doc).
+#[derive(Debug)]
+pub struct Arena {
+    /// Index into RANGES; `None` when no slot was free or the block could not be had (then `scope`
+    /// just runs its closure).
+    slot: Option<usize>,
+    layout: Layout,
+    base: *mut u8,
+}
+
+// SAFETY: the arena is a block of memory and an index; which thread allocates from it is the
+// thread-local ARENA, set only inside `scope` by the thread that owns the `Arena`.
+unsafe impl Send for Arena {}
+
+impl Arena {
+    /// An arena of `bytes`, allocated now (only when [`Counting`] is the global allocator).
+    pub fn new(bytes: usize) -> Arena {
+        let none = Arena { slot: None, layout: Layout::new::<u8>(), base: std::ptr::null_mut() };
+        let Ok(layout) = Layout::from_size_align(bytes.max(64), 64) else { return none };
+        if !installed() {
+            return none;
+        }
+        // SAFETY: a non-zero size.
+        let base = unsafe { System.alloc(layout) };
+        if base.is_null() {
+            return none;
+        }
+        let (b, e) = (base as usize, (base as usize).saturating_add(layout.size()));
+        for (i, (rb, re)) in RANGES.iter().enumerate() {
+            if rb.compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                re.store(e, Ordering::Release);
+                rb.store(b, Ordering::Release);
+                if let (Some(l), Some(t)) = (LIVE.get(i), TOPS.get(i)) {
+                    l.store(0, Ordering::Relaxed);
+                    t.store(0, Ordering::Relaxed);
+                }
+                return Arena { slot: Some(i), layout, base };
+            }
+        }
+        // SAFETY: allocated just above with this layout, never handed out.
+        unsafe { System.dealloc(base, layout) };
+        none
+    }
+
+    /// Runs `f` with this thread's allocations served from the arena (those that do not fit go to the
+    /// heap, counted). Starts from the arena's beginning when nothing it gave out is still live.
+    pub fn scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let Some(slot) = self.slot else { return f() };
+        if LIVE.get(slot).is_some_and(|l| l.load(Ordering::Acquire) == 0) {
+            if let Some(t) = TOPS.get(slot) {
+                t.store(0, Ordering::Relaxed);
+            }
+        }
+        let before = ARENA.with(|c| c.replace(slot.saturating_add(1)));
+        let r = f();
+        ARENA.with(|c| c.set(before));
+        r
+    }
+
+    /// Allocations that did not fit an arena (they went to the heap and were counted).
+    pub fn overflows() -> u64 {
+        OVERFLOWS.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot else { return };
+        // A block still live (a decoder that kept something) keeps the memory and its range: freeing
+        // it would hand that block's memory to the heap under its owner.
+        if LIVE.get(slot).is_some_and(|l| l.load(Ordering::Acquire) != 0) {
+            return;
+        }
+        if let Some((b, e)) = RANGES.get(slot) {
+            b.store(usize::MAX, Ordering::Release);
+            e.store(0, Ordering::Release);
+            // SAFETY: allocated in `new` with this layout; no block of it is live.
+            unsafe { System.dealloc(self.base, self.layout) };
+            b.store(0, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Measurements the pipeline takes of itself: latency histograms, peak memory, heap allocations.
+//!
+//! Why here and fixed-size: `lookout bench` reports per-stage and end-to-end percentiles and the
+//! allocations per frame of the real pipeline, and a measurement that allocated per frame would be the
+//! allocation it reports. A [`Histogram`] is a fixed array of 10 µs buckets allocated once.
+
+pub mod alloc;
+
+use std::time::Duration;
+
+/// Bucket width of a [`Histogram`].
+const BUCKET_US: u64 = 10;
+/// Buckets: 0..100 ms in 10 µs steps; longer samples land in the last.
+const BUCKETS: usize = 10_000;
+
+/// Durations in 10 µs buckets up to 100 ms (the last bucket holds everything longer).
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Box<[u32]>,
+    n: u64,
+    sum_us: u64,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Histogram(n={}, p50={:?}, p99={:?})", self.n, self.percentile(0.5), self.percentile(0.99))
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { counts: vec![0; BUCKETS].into_boxed_slice(), n: 0, sum_us: 0 }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let b = usize::try_from(us / BUCKET_US).unwrap_or(usize::MAX).min(BUCKETS - 1);
+        if let Some(c) = self.counts.get_mut(b) {
+            *c = c.saturating_add(1);
+        }
+        self.n = self.n.saturating_add(1);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    pub fn mean(&self) -> Duration {
+        Duration::from_micros(self.sum_us.checked_div(self.n).unwrap_or(0))
+    }
+
+    /// The `p` quantile (0..=1) as the middle of its bucket; zero with no samples.
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.n == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((self.n as f64 * p.clamp(0.0, 1.0)).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen = seen.saturating_add(u64::from(c));
+            if seen >= rank {
+                return Duration::from_micros(i as u64 * BUCKET_US + BUCKET_US / 2);
+            }
+        }
+        Duration::from_micros(BUCKETS as u64 * BUCKET_US)
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.n = self.n.saturating_add(other.n);
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+}
+
+/// Per-stage latencies of a run: what `lookout bench` reports.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Motion gate check.
+    pub gate: Histogram,
+    /// Preprocess (convert, resize, normalize into an engine input).
+    pub preprocess: Histogram,
+    /// tract's run.
+    pub inference: Histogram,
+    /// Decode + NMS.
+    pub decode: Histogram,
+    /// Track + rules + handing alerts to the output stage.
+    pub decide: Histogram,
+    /// Frame captured (the capture side began reading it) to its decision made.
+    pub end_to_end: Histogram,
+}
+
+/// This process's peak resident memory (VmHWM), in KiB; 0 where /proc cannot tell.
+pub fn peak_rss_kb() -> u64 {
+    status_kb("VmHWM:")
+}
+
+/// Sets the C heap up for a long-running process with a few busy threads (glibc only): one heap arena
+/// for all threads (glibc's default gives each thread that allocates an arena of its own, and tract's
+/// per-run tensors then sit in one arena per engine thread, freed but resident), so memory freed by one
+/// run is what the next run, on whichever thread, reuses.
+pub fn tune_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Gives memory freed at start-up (the ONNX graph, tract's optimization passes) back to the system.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Logs (at debug level) the resident memory now and at its peak, after `stage`.
+pub fn log_memory(stage: &str) {
+    log::debug!("memory after {stage}: {} KiB resident, {} KiB at the peak", rss_kb(), peak_rss_kb());
+}
+
+/// This process's resident memory now (VmRSS), in KiB.
+pub fn rss_kb() -> u64 {
+    status_kb("VmRSS:")
+}
+
+fn status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Milliseconds from this process's start (the kernel's start time, 10 ms steps) to now.
+pub fn ms_since_process_start() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 22 (starttime, clock ticks after boot), counted after the command name's closing parenthesis.
+    let start_ticks: f64 = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf and clock_gettime only read; the timespec is ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: as above.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 || hz <= 0.0 {
+        return None;
+    }
+    let now = ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+    Some((now - start_ticks / hz) * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_samples() {
+        let mut h = Histogram::default();
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        h.record(Duration::from_secs(5));
+        assert_eq!(h.count(), 101);
+        assert_eq!(h.percentile(0.5), Duration::from_micros(51_005));
+        assert_eq!(h.percentile(0.99), Duration::from_micros(100_000 - 5));
+        let mut g = Histogram::default();
+        g.merge(&h);
+        assert_eq!(g.percentile(0.005), Duration::from_micros(1_005));
+        assert!(ms_since_process_start().is_some_and(|ms| ms > 0.0));
+        assert!(peak_rss_kb() >= rss_kb() && rss_kb() > 0);
+    }
+}
