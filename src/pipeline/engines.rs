@@ -93,19 +93,33 @@ impl Pool {
         let (done_tx, done) = sync_channel::<Job>(cap);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let failure = Arc::new(Mutex::new(None));
+        // Each engine makes its first run on its own thread (tract keeps per-thread scratch space, so a
+        // first run elsewhere would leave a copy behind), and says so before it takes jobs.
+        let (ready_tx, ready_rx) = sync_channel::<Result<(), String>>(n);
         for i in 0..n {
             let mut engine = engine.fork()?;
-            engine.run().map_err(|e| anyhow::anyhow!("engine {i}'s first run: {e}"))?;
-            let (decoder, jobs, done, ring, failure) =
-                (decoder.clone(), jobs_rx.clone(), done_tx.clone(), ring.clone(), failure.clone());
+            let (decoder, jobs, done, ring, failure, ready) =
+                (decoder.clone(), jobs_rx.clone(), done_tx.clone(), ring.clone(), failure.clone(), ready_tx.clone());
             std::thread::Builder::new().name(format!("engine-{i}")).spawn(move || {
-                let r = catch_unwind(AssertUnwindSafe(|| engine_loop(&mut engine, &decoder, &jobs, &done, &ring)));
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    let first = engine.run().map_err(|e| format!("engine {i}'s first run: {e}"));
+                    let ok = first.is_ok();
+                    let _ = ready.send(first);
+                    drop(ready);
+                    if ok {
+                        engine_loop(&mut engine, &decoder, &jobs, &done, &ring);
+                    }
+                }));
                 if let Err(p) = r {
                     let msg = format!("engine {i} panicked: {}", panic_message(p.as_ref()));
                     *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
                     ring.wake();
                 }
             })?;
+        }
+        drop(ready_tx);
+        for r in ready_rx.iter() {
+            r.map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(Pool { jobs: Some(jobs_tx), done, failure })
     }
