@@ -113,7 +113,7 @@ if [ $full = 1 ]; then
         scripts/build-deb.sh "$arch"
         deb=$(ls "$tdir"/debian/lookout_*_"$debarch".deb)
         listing=$(dpkg-deb -c "$deb")
-        for f in ./usr/bin/lookout ./usr/share/lookout/models/fastestdet-int8.toml ./usr/share/lookout/models/fastestdet.int8.onnx \
+        for f in ./usr/bin/lookout ./usr/share/lookout/models/fastestdet-lean-fp32.toml ./usr/share/lookout/models/fastestdet-lean.onnx ./usr/share/lookout/models/fastestdet-int8.toml \
                  ./etc/lookout/config.toml ./lib/systemd/system/lookout.service ./lib/udev/rules.d/60-lookout-gpio.rules \
                  ./usr/lib/sysusers.d/lookout.conf; do
             grep -q " $f\$" <<<"$listing" || { echo "test.sh: $deb lacks $f"; exit 1; }
