@@ -7,9 +7,12 @@
 //!     │ writes into a slot       (a camera is supervised: camera_lost / camera_restored ─▶ output)
 //!     ▼
 //!  ring (fixed slots, heapless index queues, latest frame wins)
-//!     │ newest ready slot
-//!     ▼                                                   inference thread
-//!  preprocess (convert + resize + normalize, one pass) ─▶ infer (tract) ─▶ detect (decode + NMS)
+//!     │ next ready slot
+//!     ▼                                                   dispatcher (the caller's thread)
+//!  gate (motion: skip?) ─▶ preprocess (convert + two-pass resize + normalize) into a job's input
+//!     │ the job to whichever engine is free                engine threads (N, one shared plan)
+//!     ▼
+//!  infer (tract) ─▶ detect (decode + NMS) ─▶ back to the dispatcher, put in frame order
 //!                                                                             │
 //!                                                                             ▼
 //!                                                  track (IoU + constant velocity, stable ids)
@@ -23,13 +26,16 @@
 //! ```
 //!
 //! - [`frame`]: the pixel buffers slots hold. [`capture`]: the sources. [`ring`]: the slots.
-//! - [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]: frame to detections.
+//! - [`gate`]: motion gating. [`preprocess`], [`infer`] (the only module that uses tract), [`detect`]:
+//!   frame to detections.
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`track`]: the same object from frame to frame. [`rules`]: when a track becomes an alert, and why
 //!   not (zones, lines, confirmation, dwell, clear, schedules). [`output`]: where alerts go.
 //! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
 //! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
-//! - [`pipeline`]: the two threads wired together. [`cli`]: the `lookout` command; [`bench`]: its timings.
+//! - [`pipeline`]: the threads wired together (capture, the dispatcher and its engines:
+//!   `pipeline::engines`). [`metrics`]: latency histograms, memory, the counting allocator and the JPEG
+//!   decoder's arena. [`cli`]: the `lookout` command; [`bench`]: its measurements.
 
 pub mod bench;
 pub mod capture;

@@ -739,7 +739,11 @@ impl Config {
                 return Err(err(
                     "inference",
                     "engines",
-                    format!("{n} engines need a ring of at least {} slots (ring.slots is {})", n.saturating_add(1), cfg.ring.slots.0),
+                    format!(
+                        "{n} engines need a ring of at least {} slots (ring.slots is {})",
+                        n.saturating_add(1),
+                        cfg.ring.slots.0
+                    ),
                 ));
             }
         }

@@ -1,12 +1,13 @@
-//! The pipeline: source → ring → preprocess → infer → decode → track → rules → output, on two threads.
+//! The pipeline: source → ring → gate → preprocess → infer → decode → track → rules → output.
 //!
-//! Why two threads and no more: capture must keep pace with the camera whatever inference does, and
-//! inference is the one heavy stage. The capture thread reads (and, for MJPEG, decodes) each frame straight
-//! into a ring slot; the inference thread takes the newest ready slot, preprocesses it into the model input
-//! and gives the slot back at once, so capture can reuse it while the model runs. Everything the inference
-//! side touches per frame ([`Analyzer`]) is allocated when the pipeline is built.
+//! Why these threads: capture must keep pace with the camera whatever inference does, and inference is
+//! the one heavy stage. The capture thread reads (and, for MJPEG, decodes) each frame straight into a
+//! ring slot; the inference side ([`engines`]: a dispatcher on the caller's thread and one thread per
+//! inference engine) takes the next ready slot, preprocesses it into a model input and gives the slot back
+//! at once, so capture can reuse it while a model runs. Everything the inference side touches per frame
+//! ([`Analyzer`], the jobs) is allocated when the pipeline is built.
 //!
-//! Stopping and failing: a [`Shutdown`] is passed in; every wait on both threads watches it, so a stop
+//! Stopping and failing: a [`Shutdown`] is passed in; every wait of capture and dispatcher watches it, so a stop
 //! ends the run within a second whatever the source is doing, with every GPIO line switched off at once
 //! (a pulse in progress is cut short). A panic on either thread is caught, logged, reported as
 //! `$LKEVT,...,internal_error` and makes the run fail (exit 1, so systemd restarts the sensor): never a
