@@ -9,7 +9,7 @@
 //!
 //! Stopping and failing: a [`Shutdown`] is passed in; every wait of capture and dispatcher watches it, so a stop
 //! ends the run within a second whatever the source is doing, with every GPIO line switched off at once
-//! (a pulse in progress is cut short). A panic on either thread is caught, logged, reported as
+//! (a pulse in progress is cut short). A panic on any thread (an engine's too) is caught, logged, reported as
 //! `$LKEVT,...,internal_error` and makes the run fail (exit 1, so systemd restarts the sensor): never a
 //! half-alive process whose inference loop keeps feeding the watchdog while capture is dead. The
 //! watchdog is fed only while frames are analysed or the camera is known lost ([`Notifier::tick`]).
