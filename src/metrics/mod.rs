@@ -123,7 +123,12 @@ pub fn release_freed_memory() {
 
 /// Logs (at debug level) the resident memory now and at its peak, after `stage`.
 pub fn log_memory(stage: &str) {
-    log::debug!("memory after {stage}: {} KiB resident, {} KiB at the peak", rss_kb(), peak_rss_kb());
+    log::debug!(
+        "after {stage}: {:.0} ms since the process started, {} KiB resident, {} KiB at the peak",
+        ms_since_process_start().unwrap_or(0.0),
+        rss_kb(),
+        peak_rss_kb()
+    );
 }
 
 /// This process's resident memory now (VmRSS), in KiB.

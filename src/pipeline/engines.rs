@@ -88,7 +88,14 @@ struct Pool {
 impl Pool {
     /// Starts `n` engines forked from `engine`, each with its own copy of `decoder`. Each makes one run
     /// (tract sizes its buffers then) before this returns.
-    fn start(engine: &Engine, decoder: &Decoder, n: usize, ring: &Arc<Ring>, cap: usize) -> anyhow::Result<Pool> {
+    fn start(
+        engine: &Engine,
+        decoder: &Decoder,
+        n: usize,
+        ring: &Arc<Ring>,
+        cap: usize,
+        faults: Failpoints,
+    ) -> anyhow::Result<Pool> {
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(cap);
         let (done_tx, done) = sync_channel::<Job>(cap);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -107,7 +114,7 @@ impl Pool {
                     let _ = ready.send(first);
                     drop(ready);
                     if ok {
-                        engine_loop(&mut engine, &decoder, &jobs, &done, &ring);
+                        engine_loop(&mut engine, &decoder, &jobs, &done, &ring, faults);
                     }
                 }));
                 if let Err(p) = r {
@@ -142,11 +149,15 @@ fn engine_loop(
     jobs: &Mutex<Receiver<Job>>,
     done: &SyncSender<Job>,
     ring: &Ring,
+    faults: Failpoints,
 ) {
     loop {
         // One engine at a time waits on the queue; the others wait for the lock, which is the same.
         let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(mut job) = job else { return };
+        if faults.engine_panic == Some(job.seq) {
+            panic!("failpoint engine-panic@{}", job.seq);
+        }
         let t0 = Instant::now();
         job.result = engine.run_input(&job.input);
         let t1 = Instant::now();
@@ -178,7 +189,7 @@ pub fn inference_loop(
     let n = cfg.engines();
     let cap = n.saturating_add(1);
     let rss_before = crate::metrics::rss_kb();
-    let pool = Pool::start(&analyzer.model.engine, &analyzer.model.decoder, n, ring, cap)
+    let pool = Pool::start(&analyzer.model.engine, &analyzer.model.decoder, n, ring, cap, faults)
         .map_err(|e| format!("starting {n} inference engines: {e:#}"))?;
     let mut free: Vec<Job> = Vec::with_capacity(cap);
     for _ in 0..cap {
@@ -273,9 +284,9 @@ pub fn inference_loop(
         match free.pop() {
             Some(mut job) if !closed => match ring.take(wait) {
                 Take::Slot(i) => {
-                    let analysed = stats.analysed.load(Ordering::Relaxed);
-                    Failpoints::hit(faults.infer_panic, analysed, "infer-panic", stop);
-                    Failpoints::hit(faults.infer_hang, analysed, "infer-hang", stop);
+                    // Counted in frames taken (`analysed` can move by several at once with N engines).
+                    Failpoints::hit(faults.infer_panic, next_seq, "infer-panic", stop);
+                    Failpoints::hit(faults.infer_hang, next_seq, "infer-hang", stop);
                     let slot = ring.slot(i);
                     job.meta = FrameMeta::from(&*slot);
                     let t0 = Instant::now();

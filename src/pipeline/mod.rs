@@ -94,13 +94,15 @@ pub fn open_source(cfg: &Config, stop: &Shutdown) -> Result<Box<dyn FrameSource>
 
 /// Faults to inject on purpose, for the tests that prove supervision (`LOOKOUT_FAILPOINT`, read once at
 /// start; unset in production). Comma-separated `name@N`: after N frames, `capture-panic` /
-/// `infer-panic` panics on that thread, `capture-hang` / `infer-hang` blocks it (until a stop).
+/// `infer-panic` panics on that thread (the dispatcher), `engine-panic` on the engine thread that runs
+/// frame N, `capture-hang` / `infer-hang` blocks the thread (until a stop).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Failpoints {
     pub capture_panic: Option<u64>,
     pub capture_hang: Option<u64>,
     pub infer_panic: Option<u64>,
     pub infer_hang: Option<u64>,
+    pub engine_panic: Option<u64>,
 }
 
 impl Failpoints {
@@ -115,6 +117,7 @@ impl Failpoints {
                 "capture-hang" => &mut f.capture_hang,
                 "infer-panic" => &mut f.infer_panic,
                 "infer-hang" => &mut f.infer_hang,
+                "engine-panic" => &mut f.engine_panic,
                 _ => return Err(format!("unknown failpoint {name:?}")),
             };
             *slot = Some(n);
