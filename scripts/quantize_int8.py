@@ -7,7 +7,7 @@ other form, onnxruntime's QOperator format, where each Conv becomes a QLinearCon
 integer matrix product (i8 x u8 -> i32) with requantization, calibrated on frames of the shipped clip.
 
 Measured with tract 0.23.9 on the 2-core x86-64 development machine (`lookout bench --ops` with a manifest
-for the output, self-test against onnxruntime's own run): 66.7 ms a run, of which Im2col 25.4 ms (29
+for the output and a loose self-test, atol 1.0, against onnxruntime's run): 66.7 ms a run, of which Im2col 25.4 ms (29
 nodes: the depthwise convolutions become im2col + integer matmul), OptMatMul 15.8 ms (70, integer), the
 44 QuantizeLinear 7.3 ms, QScale/Min/Max/Add/Sub (requantization) 12 ms; the lean fp32 graph takes
 10-11 ms. So it is not shipped: on x86 tract's integer path costs more than it saves. On ARM with SDOT
