@@ -6,7 +6,7 @@
 # and tract's caches settle over the first ~20 s, about 40 MiB to 42 MiB on x86-64 here), so
 # the per-frame ups and downs of tract's working memory (about 63 MB allocated and freed per int8 frame)
 # cancel out and only creep remains. Prints frames, fps, and RSS at start, end and max; the samples stay
-# in target/soak/rss.txt (seconds, KiB). CI runs it with --frames 3000 (about 100 s here).
+# in target/soak/rss.txt (seconds, KiB). CI runs it with --frames 12000 (about 90 s here with two engines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 frames=100000
