@@ -148,13 +148,7 @@ impl Engine {
             self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
                 let t = Instant::now();
                 let r = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
-                let e = per_node.entry(node.id).or_insert_with(|| {
-                    if std::env::var_os("LOOKOUT_PROFILE_NODES").is_some() {
-                        (format!("{} {}", node.op().name(), node.name), Duration::ZERO)
-                    } else {
-                        (node.op().name().to_string(), Duration::ZERO)
-                    }
-                });
+                let e = per_node.entry(node.id).or_insert_with(|| (node.op().name().to_string(), Duration::ZERO));
                 e.1 += t.elapsed();
                 r
             })?;
