@@ -7,19 +7,15 @@ use common::*;
 
 use std::path::Path;
 
-/// A config in `dir` for a file source read as fast as it goes, with `extra` TOML appended.
-fn config(dir: &Path, kind: &str, source: &Path, extra: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("cfg-{}.toml", std::process::id() ^ extra.len() as u32 ^ rand_tag(extra)));
+/// A config `name`.toml in `dir` for a file source read as fast as it goes, with `extra` TOML appended.
+fn config(dir: &Path, name: &str, kind: &str, source: &Path, extra: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.toml"));
     std::fs::write(
         &p,
         format!("[source]\nkind = \"{kind}\"\npath = \"{}\"\npace = \"fast\"\n{extra}\n", source.display()),
     )
     .unwrap();
     p
-}
-
-fn rand_tag(s: &str) -> u32 {
-    s.bytes().fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
 }
 
 /// The alert and clear sentences of a run, without sequence numbers and timestamps.
@@ -44,8 +40,8 @@ fn two_engines_decide_exactly_what_one_does() {
     let clip = data("bikes.mjpeg");
     let frames = clip_frames();
     let limit = format!("frames = {frames}\n");
-    let one = config(&dir, "mjpeg", &clip, &format!("{limit}[inference]\nengines = 1\n"));
-    let two = config(&dir, "mjpeg", &clip, &format!("{limit}[inference]\nengines = 2\n[ring]\nslots = 4\n"));
+    let one = config(&dir, "one", "mjpeg", &clip, &format!("{limit}[inference]\nengines = 1\n"));
+    let two = config(&dir, "two", "mjpeg", &clip, &format!("{limit}[inference]\nengines = 2\n[ring]\nslots = 4\n"));
     let (a, log_a) = run(&one);
     let (b, log_b) = run(&two);
     assert!(log_a.contains("1 inference engine "), "{log_a}");
@@ -53,7 +49,7 @@ fn two_engines_decide_exactly_what_one_does() {
     assert!(a.iter().filter(|s| s.starts_with("LKALR")).count() >= 2, "the clip must alert: {a:?}");
     assert_eq!(a, b, "the sentences of 1 and 2 engines");
     // And `auto` (one per core, at most slots - 1) too; the same again with gating off.
-    let auto = config(&dir, "mjpeg", &clip, &format!("{limit}[gate]\nenabled = false\n"));
+    let auto = config(&dir, "auto", "mjpeg", &clip, &format!("{limit}[gate]\nenabled = false\n"));
     let (c, log_c) = run(&auto);
     assert!(log_c.contains("motion gating off"), "{log_c}");
     assert_eq!(a, c);
@@ -73,7 +69,7 @@ fn the_gate_skips_a_still_street_and_still_alerts_on_what_comes_in() {
     frames_as_y4m(&clip, &frames, true);
 
     // The still part alone: at least 90% of the frames skipped (a re-check a second, max_skip_ms).
-    let only_still = config(&dir, "y4m", &clip, &format!("frames = {still}\n"));
+    let only_still = config(&dir, "only-still", "y4m", &clip, &format!("frames = {still}\n"));
     let out = lookout(&["bench", "--json", "--config", only_still.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -84,8 +80,8 @@ fn the_gate_skips_a_still_street_and_still_alerts_on_what_comes_in() {
 
     // The whole clip, gated and not: the same objects alert (what comes in is analysed), and the gated
     // run skipped the still part.
-    let gated = config(&dir, "y4m", &clip, "");
-    let ungated = config(&dir, "y4m", &clip, "[gate]\nenabled = false\n");
+    let gated = config(&dir, "gated", "y4m", &clip, "");
+    let ungated = config(&dir, "ungated", "y4m", &clip, "[gate]\nenabled = false\n");
     let (a, log) = run(&gated);
     let (b, _) = run(&ungated);
     // The same objects alert (track and class; a score can differ in its last digit where the first

@@ -123,6 +123,10 @@ pub fn release_freed_memory() {
 
 /// Logs (at debug level) the resident memory now and at its peak, after `stage`.
 pub fn log_memory(stage: &str) {
+    // Reads /proc: only when the line is wanted.
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
     log::debug!(
         "after {stage}: {:.0} ms since the process started, {} KiB resident, {} KiB at the peak",
         ms_since_process_start().unwrap_or(0.0),
