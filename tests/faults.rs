@@ -315,7 +315,7 @@ fn the_watchdog_is_starved_when_frames_stop_being_analysed() {
     for fp in [format!("infer-hang@{at}"), format!("capture-hang@{at}")] {
         let fp = fp.as_str();
         let dir = scratch(&format!("faults-wd-{fp}"));
-        let sock = dir.join("notify.sock");
+        let sock = socket_path(&format!("wd-{fp}"));
         let server = UnixDatagram::bind(&sock).unwrap();
         server.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         // Paced fast (lossless): every captured frame is analysed, so under qemu, where a frame takes
@@ -356,6 +356,7 @@ fn the_watchdog_is_starved_when_frames_stop_being_analysed() {
         }
         assert!(hung_at.is_some(), "{fp}: the failpoint never fired:\n{}", run.stderr());
         let (st, took) = run.term();
+        let _ = std::fs::remove_file(&sock);
         let err = run.stderr();
         stopped_in_time(fp, st, took, &err);
         assert_eq!(got.first().map(|g| g.1.as_str()), Some("READY=1"), "{fp}: {got:?}");

@@ -34,6 +34,20 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// A path for a Unix socket a test binds. A socket's path must fit in `sun_path` (108 bytes with its
+/// NUL), and cargo's scratch space may be deeper than that (a CI's target directory), so sockets go in
+/// the system's temporary directory (or `/tmp` when `TMPDIR` is itself long) under a short unique name.
+pub fn socket_path(name: &str) -> PathBuf {
+    let mut base = std::env::temp_dir();
+    if base.as_os_str().len() > 60 {
+        base = PathBuf::from("/tmp");
+    }
+    let p = base.join(format!("lk-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    assert!(p.as_os_str().len() < 108, "socket path too long: {}", p.display());
+    p
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
