@@ -64,6 +64,16 @@ fn count() {
     }
 }
 
+/// Makes this thread's first blocking wait on a std channel now. std's channels give a thread a wait
+/// context (one heap allocation, kept for the thread's life) the first time it blocks on one, which in
+/// the steady state would be whenever a busy thread first finds its queue empty (an engine under load:
+/// found by `lookout bench` in CI). Threads that wait on channels call this as they start.
+pub fn prime_channel_wait() {
+    let (_tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    // Long enough that the deadline has not passed when the channel decides to wait.
+    let _ = rx.recv_timeout(std::time::Duration::from_millis(1));
+}
+
 /// The arena (index) holding `p`, if any.
 fn arena_of(p: *mut u8) -> Option<usize> {
     let a = p as usize;

@@ -355,6 +355,7 @@ impl GpioThread {
 }
 
 fn gpio_loop<P: OutputPin>(mut lines: Lines<P>, rx: Receiver<GpioCmd>, stats: &GpioStats, stop: &AtomicBool) {
+    crate::metrics::alloc::prime_channel_wait();
     loop {
         if stop.load(Ordering::SeqCst) || PANICKED.load(Ordering::SeqCst) {
             lines.off();

@@ -625,6 +625,7 @@ impl<'a> OutputThread<'a> {
     }
 
     fn run(mut self, rx: Receiver<Event>) {
+        crate::metrics::alloc::prime_channel_wait();
         loop {
             let now = Instant::now();
             if self.drain_until.is_none() && self.shared.stop.load(Ordering::SeqCst) {

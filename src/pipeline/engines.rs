@@ -109,6 +109,7 @@ impl Pool {
                 (decoder.clone(), jobs_rx.clone(), done_tx.clone(), ring.clone(), failure.clone(), ready_tx.clone());
             std::thread::Builder::new().name(format!("engine-{i}")).spawn(move || {
                 let r = catch_unwind(AssertUnwindSafe(|| {
+                    alloc::prime_channel_wait();
                     let first = engine.run().map_err(|e| format!("engine {i}'s first run: {e}"));
                     let ok = first.is_ok();
                     let _ = ready.send(first);
@@ -217,6 +218,7 @@ pub fn inference_loop(
     let mut gate = Gate::new(&cfg.gate, analyzer.rules.zones(), frame_size.0, frame_size.1);
     let mut report = Report { engines: n, engine_rss_kb, ..Report::default() };
     let mut window: Option<((u64, u64), AllocWindow)> = None;
+    alloc::prime_channel_wait();
     let mut heartbeat = HeartbeatClock::new(cfg.heartbeat.interval_ms, Instant::now());
     let (mut next_seq, mut next_decide, mut in_flight, mut closed) = (0u64, 0u64, 0usize, false);
     let slot_of = |seq: u64| usize::try_from(seq % cap as u64).unwrap_or(0);
