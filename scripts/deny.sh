@@ -12,6 +12,9 @@ if ! cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
     cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
 fi
 tdir=${CARGO_TARGET_DIR:-target}
+# cargo-deny reads `cargo metadata` of every platform (Windows crates too), which a build here never
+# downloads: fetch them all first (nothing to do when they are in cargo's cache already).
+cargo fetch --locked
 src=${LOOKOUT_ADVISORY_DB:-../shared/advisory-db}
 if [ -d "$src/crates" ]; then
     # cargo-deny's directory for https://github.com/rustsec/advisory-db: <last path segment>-<xxhash64 of the URL>.
