@@ -73,11 +73,12 @@ EOF
     qop_note="made now by scripts/quantize_int8.py from models/fastestdet-lean.onnx"
 fi
 
-# count CPU MANIFEST N: instructions lookout executes for N inferences (and everything around them).
+# count CPU MANIFEST N [VAR=VALUE]: instructions lookout executes for N inferences (and everything
+# around them), with that environment variable set if one is given.
 count() {
     local log=$work/qemu.log
     rm -f "$log"
-    qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$1" -plugin "$work/libinsn.so" -d plugin -D "$log" \
+    env ${4:+"$4"} qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$1" -plugin "$work/libinsn.so" -d plugin -D "$log" \
         "$bin" bench --ops --model "$2" --frames "$3" > "$work/ops.txt" 2> "$work/err.txt" || {
         echo "arm-insn-count: lookout failed under qemu ($1, $2):" >&2
         cat "$work/err.txt" >&2
@@ -87,20 +88,29 @@ count() {
 }
 
 rows=()
-for m in "${manifests[@]}"; do
-    name=$(sed -n 's/^name = "\(.*\)"/\1/p' "$m")
-    row="| $name"
+# row NAME MANIFEST [VAR=VALUE]: one table row, both CPUs.
+row() {
+    local name=$1 m=$2 env=${3:-} cpu one more per top line
+    line="| $name"
     for cpu in cortex-a72 cortex-a76; do
-        one=$(count "$cpu" "$m" 1)
-        more=$(count "$cpu" "$m" $((1 + runs)))
+        one=$(count "$cpu" "$m" 1 "$env")
+        more=$(count "$cpu" "$m" $((1 + runs)) "$env")
+        [ -n "$one" ] && [ -n "$more" ] || { echo "arm-insn-count: no count for $name on $cpu" >&2; exit 1; }
         per=$(( (more - one) / runs ))
-        # The ops that take the most time under emulation (an indication only: qemu's time, not a board's).
+        # The ops that took longest under emulation (an indication only: qemu's time, not a board's).
         top=$(awk 'NR > 2 && $1 != "all" { printf "%s%s %s", (n++ ? ", " : ""), $1, $4 } n == 3 { exit }' "$work/ops.txt")
         echo "arm-insn-count: $name on $cpu: $per instructions an inference ($one with 1 run, $more with $((1 + runs)))" >&2
-        row="$row | $(awk -v p="$per" 'BEGIN { printf "%.1f", p / 1e6 }') | $top"
+        line="$line | $(awk -v p="$per" 'BEGIN { printf "%.1f", p / 1e6 }') | $top"
     done
-    rows+=("$row |")
+    rows+=("$line |")
+}
+for m in "${manifests[@]}"; do
+    row "$(awk -F'"' '/^name = /{ print $2; exit }' "$m")" "$m"
 done
+# The same integer graph with tract's SDOT kernels switched off (its own knob): what SDOT changes on the A76.
+case "${manifests[*]}" in
+    *qop*) row "fastestdet-lean-qop-int8, SDOT off (TRACT_DOTPROD_DISABLE=1)" "${manifests[-1]}" TRACT_DOTPROD_DISABLE=1 ;;
+esac
 
 {
     echo "# Instructions per inference on the boards' CPUs (qemu-user)"
