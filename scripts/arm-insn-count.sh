@@ -11,14 +11,15 @@
 #
 # What this can tell: how much work each model makes tract do on each instruction set; where a model
 # runs other kernels on one CPU than on the other (SDOT int8 on the A76). What it cannot: time. An
-# instruction count ignores how many cycles each takes (an A76 retires about twice what an A72 does per
-# cycle), memory stalls (the caches differ) and clock; an SDOT does 16 multiply-adds in one instruction
+# instruction count ignores how many cycles each takes (the two cores differ there), memory stalls (the
+# caches differ) and clock; an SDOT does 16 multiply-adds in one instruction
 # where NEON f32 does 4, so fewer instructions there is real work saved, but not in proportion. Only a
 # board can say how fast; this says which model asks the least of it.
 #
 # Models: the four shipped manifests, and the QOperator int8 (integer convolutions in tract) that
 # scripts/quantize_int8.py makes, when a Python venv with onnxruntime is there (PEER_VENV, default
-# $CARGO_TARGET_DIR/peer-venv, as scripts/bench-peer.sh installs it; onnx is added to it here).
+# $CARGO_TARGET_DIR/peer-venv, as scripts/bench-peer.sh installs it; onnx and pillow, which
+# scripts/lookout_ref.py needs, are added to it here).
 # Needs what scripts/test.sh installs for aarch64 (the cross compiler, qemu-user), and cc. LOOKOUT_AARCH64_BIN
 # names an aarch64 lookout already built (then nothing is built).
 set -euo pipefail
@@ -40,35 +41,37 @@ manifests=(models/fastestdet-fp32.toml models/fastestdet-lean-fp32.toml models/f
     models/fastestdet-lean-int8.toml)
 qop_note="not measured: no venv with onnxruntime at $venv (scripts/bench-peer.sh installs one)"
 if "$venv/bin/python" -c "import onnxruntime.quantization, cv2, numpy" 2>/dev/null; then
-    "$venv/bin/python" -c "import onnx" 2>/dev/null || "$venv/bin/pip" install -q onnx==1.23.2
+    "$venv/bin/python" -c "import onnx, PIL" 2>/dev/null || "$venv/bin/pip" install -q onnx==1.23.2 pillow==13.0.0
     # The manifest for it lives beside links to the shipped files it names (license, self-test input).
     mkdir -p "$work/m/selftest"
     ln -s "$PWD/models/fastestdet.LICENSE" "$work/m/"
     ln -s "$PWD/models/selftest/bikes-352x352.ppm" "$work/m/selftest/"
     "$venv/bin/python" scripts/quantize_int8.py models/fastestdet-lean.onnx "$work/m/fastestdet-lean.qop.onnx" >&2
-    # Its self-test reference is onnxruntime's run of the same file on the self-test input, loosely
-    # compared (atol 1.0): the manifest is for counting, not shipping.
-    "$venv/bin/python" - "$work/m" <<'EOF'
-import sys
-import cv2
-import numpy as np
-import onnxruntime as ort
-d = sys.argv[1]
-img = cv2.imread(f"{d}/selftest/bikes-352x352.ppm", cv2.IMREAD_COLOR)  # BGR, as the manifest says
-x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-so = ort.SessionOptions()
-so.intra_op_num_threads = 1
-s = ort.InferenceSession(f"{d}/fastestdet-lean.qop.onnx", so, providers=["CPUExecutionProvider"])
-y = s.run(None, {s.get_inputs()[0].name: x})[0]
-y.astype("<f4").tofile(f"{d}/selftest/fastestdet-lean-qop.expected.f32")
-EOF
     sha=$(sha256sum "$work/m/fastestdet-lean.qop.onnx" | cut -d' ' -f1)
+    # Loosely self-tested (atol 1.0): the manifest is for counting, not shipping.
     sed -e 's/^name = .*/name = "fastestdet-lean-qop-int8"/' -e 's/^file = .*/file = "fastestdet-lean.qop.onnx"/' \
         -e "s/^sha256 = .*/sha256 = \"$sha\"/" \
         -e 's/^description = .*/description = "lean FastestDet, QOperator int8 by scripts\/quantize_int8.py (counting only)"/' \
         -e 's/^expected = .*/expected = "selftest\/fastestdet-lean-qop.expected.f32"/' \
         -e 's/^atol = .*/atol = 1.0/' -e 's/^max_mismatch = .*/max_mismatch = 0.05/' \
         models/fastestdet-lean-fp32.toml > "$work/m/fastestdet-lean-qop-int8.toml"
+    # Its self-test reference: onnxruntime's run on the self-test input through the reference
+    # preprocessing every other fixture was made with (scripts/lookout_ref.py, as scripts/make_fixtures.py).
+    "$venv/bin/python" - "$work/m/fastestdet-lean-qop-int8.toml" <<'EOF'
+import sys
+
+import numpy as np
+
+sys.path.insert(0, "scripts")
+from lookout_ref import Manifest  # noqa: E402
+
+m = Manifest(sys.argv[1])
+st = m.m["selftest"]
+ppm = (m.dir / st["input"]).read_bytes()
+img = np.frombuffer(ppm[len(ppm) - m.w * m.h * 3 :], np.uint8).reshape(m.h, m.w, 3)  # P6, maxval 255
+outs = m.run(m.tensor(img.astype(np.float32)))
+(m.dir / st["expected"]).write_bytes(b"".join(np.ascontiguousarray(o, dtype="<f4").tobytes() for o in outs))
+EOF
     manifests+=("$work/m/fastestdet-lean-qop-int8.toml")
     qop_note="made now by scripts/quantize_int8.py from models/fastestdet-lean.onnx"
 fi
