@@ -106,7 +106,6 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    crate::metrics::tune_heap();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();
