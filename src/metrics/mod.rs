@@ -108,7 +108,7 @@ pub fn peak_rss_kb() -> u64 {
 /// on. One arena for all threads (`M_ARENA_MAX` 1, what this did before) interleaves two engines' runs
 /// in one heap in an order that depends on timing; under load the heap then grew by a tensor's size
 /// (2.9 MB, MaxPool's input) now and then, long after warm-up: a 12000-frame soak with two busy loops
-/// beside it grew 2.4 MiB with one arena and 0 with one per thread (peak resident sizes alike, 63-65 MiB).
+/// beside it grew 2420 KiB with one arena and 0 with one per thread (peak RSS alike: 62576-65052 KiB).
 pub fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
