@@ -148,10 +148,13 @@ fn bench_json_reports_every_key_and_no_allocation_outside_tract() {
     let out = lookout(&["bench", "--source", "tests/data/bikes.mjpeg", "--frames", &frames]);
     let report = text(&out.stdout);
     assert!(report.contains("frames/s") && report.contains("0.0 outside tract"), "{report}");
-    // The op profile names tract's ops.
+    // The op profile names tract's ops, and lookout's own kernels in place of tract's depthwise
+    // convolution and max pool.
     let out = lookout(&["bench", "--ops", "--frames", "3"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("DepthWiseConv"), "{}", text(&out.stdout));
+    let ops = text(&out.stdout);
+    assert!(ops.contains("OptMatMul") && ops.contains("lookout.Depthwise") && ops.contains("lookout.MaxPool"), "{ops}");
+    assert!(!ops.contains("DepthWiseConv") && !ops.contains("OptMaxPool"), "{ops}");
 }
 
 #[test]

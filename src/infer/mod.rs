@@ -1,0 +1,191 @@
+//! Inference: the one module that knows tract.
+//!
+//! Why it is shaped this way: loading, typing and optimizing an ONNX graph takes hundreds of milliseconds
+//! and allocates freely, so it happens once, at start-up, with the model's input shape fixed. Per frame we
+//! only write pixels into the input tensor and run the prepared plan. The input tensor is kept between
+//! frames and handed to tract as a shared value; tract lets go of it when a run ends, so the next frame's
+//! preprocessing writes into the same memory. tract still allocates its intermediate and output tensors in
+//! each run (measured in `tests/steady_state.rs`), which is the one place the steady state allocates.
+//! Every output must be f32 (quantized models must end in DequantizeLinear, as QDQ exports do).
+//!
+//! Several engines ([`Engine::fork`]) share one optimized plan, so its weights are in memory once; each
+//! has its own run state (tract's intermediate tensors), which is what an engine costs. An [`Input`] is
+//! a tensor of the model's input shape that preprocessing can fill on one thread while an engine runs
+//! another on its own thread.
+//!
+//! [`kernels`] holds the two ops lookout runs itself instead of tract's (depthwise convolution and max
+//! pooling), swapped in between tract's simplification and its optimization.
+
+use std::sync::Arc;
+
+pub mod kernels;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::SimpleState;
+
+/// Why a run failed. Loading errors are plain `anyhow` errors: they stop start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// A model input tensor, filled by preprocessing and lent to [`Engine::run_input`].
+pub struct Input(Arc<Tensor>);
+
+impl Input {
+    /// The tensor's memory. tract lets go of its reference when a run ends, so this does not copy.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        let t = Arc::make_mut(&mut self.0);
+        debug_assert_eq!(t.datum_type(), f32::datum_type());
+        // SAFETY: an `Input` is only made as f32 (`Engine::new_input`) and never replaced by another type.
+        unsafe { t.as_slice_mut_unchecked::<f32>() }
+    }
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Input").field(&self.0.shape()).finish()
+    }
+}
+
+/// A loaded, optimized model with its input tensor and the outputs of the last run.
+pub struct Engine {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+    outputs: TVec<TValue>,
+    output_lens: Vec<usize>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("input", &self.input.shape()).field("output_lens", &self.output_lens).finish()
+    }
+}
+
+/// tract's version, for `--version` and logs.
+pub const TRACT_VERSION: &str = "0.23.9";
+
+impl Engine {
+    /// Loads an ONNX model from memory, fixes its input to `shape` (NCHW, f32), optimizes it and checks that
+    /// it has `n_outputs` f32 outputs.
+    pub fn load(onnx: &[u8], shape: [usize; 4], n_outputs: usize) -> anyhow::Result<Engine> {
+        use anyhow::Context;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .context("tract could not read the ONNX model")?
+            .with_input_fact(0, f32::fact(shape).into())
+            .context("setting the input shape")?
+            .into_typed()
+            .context("tract could not type the model")?
+            .into_decluttered()
+            .context("tract could not simplify the model")?;
+        let mut model = model;
+        let replaced = kernels::substitute(&mut model).context("substituting lookout's kernels")?;
+        log::debug!("{replaced} nodes run on lookout's kernels");
+        model.optimize().context("tract could not optimize the model")?;
+        anyhow::ensure!(
+            model.outputs.len() == n_outputs,
+            "the model has {} outputs, the manifest lists {n_outputs}",
+            model.outputs.len()
+        );
+        let mut output_lens = Vec::with_capacity(n_outputs);
+        for (i, o) in model.outputs.iter().enumerate() {
+            let fact = model.outlet_fact(*o)?;
+            anyhow::ensure!(fact.datum_type == f32::datum_type(), "output {i} is {:?}, not f32", fact.datum_type);
+            let len = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.iter().product())
+                .with_context(|| format!("output {i} has no fixed shape"))?;
+            output_lens.push(len);
+        }
+        let plan = model.into_runnable().context("tract could not plan the model")?;
+        let state = SimpleState::new(&plan).context("tract could not make a run state")?;
+        let input = Arc::new(Tensor::zero::<f32>(&shape)?);
+        Ok(Engine { state, input, outputs: tvec!(), output_lens })
+    }
+
+    /// The input tensor's memory, to be filled by preprocessing.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        // tract drops its reference to the input at the end of each run, so this is exclusive and does not
+        // copy; `make_mut` would only clone if a run were still holding it.
+        let t = Arc::make_mut(&mut self.input);
+        debug_assert_eq!(t.datum_type(), f32::datum_type());
+        // SAFETY: the input tensor is created as f32 in `load` and never replaced by another type.
+        unsafe { t.as_slice_mut_unchecked::<f32>() }
+    }
+
+    /// Runs the model on the current input; outputs are then available from [`Engine::output`].
+    pub fn run(&mut self) -> Result<(), InferError> {
+        let input = self.input.clone();
+        self.run_tensor(input)
+    }
+
+    /// Runs the model on `input` (filled elsewhere); outputs as for [`Engine::run`].
+    pub fn run_input(&mut self, input: &Input) -> Result<(), InferError> {
+        self.run_tensor(input.0.clone())
+    }
+
+    fn run_tensor(&mut self, input: Arc<Tensor>) -> Result<(), InferError> {
+        self.outputs.clear();
+        let state = &mut self.state;
+        let out = crate::metrics::alloc::in_tract(|| state.run(tvec!(TValue::from_const(input))))
+            .map_err(|e| InferError::Run(format!("{e:#}")))?;
+        self.outputs = out;
+        Ok(())
+    }
+
+    /// A new input tensor of this model's shape (zeros).
+    pub fn new_input(&self) -> anyhow::Result<Input> {
+        Ok(Input(Arc::new(Tensor::zero::<f32>(self.input.shape())?)))
+    }
+
+    /// Another engine on the same optimized plan: the weights are shared, the run state is its own.
+    pub fn fork(&self) -> anyhow::Result<Engine> {
+        let state = SimpleState::new(self.state.plan())?;
+        // The parent's input, shared: a fork runs on `Input`s (`run_input`); `input_mut` would copy it.
+        Ok(Engine { state, input: self.input.clone(), outputs: tvec!(), output_lens: self.output_lens.clone() })
+    }
+
+    /// Times every node of the plan over `runs` runs of the current input: (op name, total time, nodes),
+    /// largest first. For `lookout bench --ops`: where the model's time goes in tract.
+    pub fn profile(&mut self, runs: usize) -> anyhow::Result<Vec<(String, std::time::Duration, usize)>> {
+        use std::collections::HashMap;
+        use std::time::{Duration, Instant};
+        let mut per_node: HashMap<usize, (String, Duration)> = HashMap::new();
+        for _ in 0..runs {
+            let input = tvec!(TValue::from_const(self.input.clone()));
+            self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
+                let t = Instant::now();
+                let r = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                let e = per_node.entry(node.id).or_insert_with(|| (node.op().name().to_string(), Duration::ZERO));
+                e.1 += t.elapsed();
+                r
+            })?;
+        }
+        let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
+        for (name, d) in per_node.into_values() {
+            let e = per_op.entry(name).or_default();
+            e.0 += d;
+            e.1 += 1;
+        }
+        let mut v: Vec<_> = per_op.into_iter().map(|(k, (d, n))| (k, d, n)).collect();
+        v.sort_by_key(|o| std::cmp::Reverse(o.1));
+        Ok(v)
+    }
+
+    pub fn output_count(&self) -> usize {
+        self.output_lens.len()
+    }
+
+    /// Element count of output `i` (known from load).
+    pub fn output_len(&self, i: usize) -> usize {
+        self.output_lens.get(i).copied().unwrap_or(0)
+    }
+
+    /// Output `i` of the last run as a flat f32 slice (empty before the first run).
+    pub fn output(&self, i: usize) -> &[f32] {
+        self.outputs.get(i).and_then(|t| t.as_plain_ram()).and_then(|v| v.as_slice::<f32>().ok()).unwrap_or(&[])
+    }
+}
