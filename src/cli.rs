@@ -176,7 +176,7 @@ fn model_source(args: &Args, cfg: &Config) -> ModelSource {
 }
 
 fn load_model(src: &ModelSource, cfg: &Config) -> Result<(Model, SelfTestReport), ModelError> {
-    let (mut m, report) = Model::load_checked(src)?;
+    let (mut m, report) = Model::load_checked_with(src, cfg.inference.kernels)?;
     if let Some(s) = cfg.model.score_threshold {
         m.decoder.score_threshold = s.0;
     }

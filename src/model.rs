@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::detect::{Decoder, DecoderKind};
 use crate::frame::{Frame, PixelFormat};
-use crate::infer::Engine;
+use crate::infer::{Engine, Kernels};
 use crate::preprocess::{ColorOrder, InputSpec, Preprocessor, Resize};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,8 +308,14 @@ pub struct SelfTestReport {
 }
 
 impl Model {
-    /// Reads the manifest, checks the model's sha256 and loads it into tract. Does not run the self-test.
+    /// Reads the manifest, checks the model's sha256 and loads it into tract with the default kernels
+    /// ([`Kernels::Auto`]). Does not run the self-test.
     pub fn load(source: &ModelSource) -> Result<Model, ModelError> {
+        Model::load_with(source, Kernels::Auto)
+    }
+
+    /// [`Model::load`] with the kernels named.
+    pub fn load_with(source: &ModelSource, kernels: Kernels) -> Result<Model, ModelError> {
         let path = source.display();
         let merr = |message: String| ModelError::Manifest { path: path.clone(), message };
         let text = source.manifest_text().map_err(&merr)?;
@@ -323,7 +329,7 @@ impl Model {
             return Err(ModelError::Sha256 { path: manifest.file.clone(), expected: manifest.sha256.clone(), actual });
         }
         crate::metrics::log_memory("reading the model");
-        let engine = Engine::load(&bytes, manifest.input.shape, manifest.decoder.outputs.len())
+        let engine = Engine::load(&bytes, manifest.input.shape, manifest.decoder.outputs.len(), kernels)
             .map_err(|source| ModelError::Load { path: manifest.file.clone(), source })?;
         crate::metrics::log_memory("loading the model into tract");
         // The labels must be the model's classes: a count that does not match decodes to nothing (or
@@ -359,7 +365,12 @@ impl Model {
 
     /// Loads and self-tests: what start-up does.
     pub fn load_checked(source: &ModelSource) -> Result<(Model, SelfTestReport), ModelError> {
-        let mut m = Model::load(source)?;
+        Model::load_checked_with(source, Kernels::Auto)
+    }
+
+    /// [`Model::load_checked`] with the kernels named.
+    pub fn load_checked_with(source: &ModelSource, kernels: Kernels) -> Result<(Model, SelfTestReport), ModelError> {
+        let mut m = Model::load_with(source, kernels)?;
         let report = m.self_test()?;
         Ok((m, report))
     }

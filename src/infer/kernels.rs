@@ -2,21 +2,29 @@
 //! channel-first f32 planes.
 //!
 //! Why: on the shipped detector (a ShuffleNetV2 with a depthwise head) `lookout bench --ops` showed
-//! tract 0.23.9 spending most of a run in these two ops: its 28 depthwise convolutions (14.5 M
-//! multiply-adds) took 4.35 ms, 38% of the run, and its one 3x3 max pool 1.12 ms, while the 48 dense
-//! 1x1 convolutions (several times the arithmetic) took 2.5 ms. Both ops are simple enough to write so
-//! that the compiler vectorizes them, and that is all this module does; everything else stays tract's.
+//! tract 0.23.9 spending nearly half a run in these two ops: its 28 depthwise convolutions (about 15 M
+//! multiply-adds) took 4.35 ms of 11.5, and its one 3x3 max pool 1.12 ms, while its 48 dense 1x1
+//! convolutions took 2.5 ms. Both ops are simple enough to write so that the compiler vectorizes them,
+//! and that is all this module does; everything else stays tract's.
 //! [`substitute`] swaps them into a decluttered model before tract's own optimizer runs, so they
 //! cost nothing at run time beyond their eval, and a model without such nodes is left as it was.
 //!
 //! How: for each channel the input plane is copied once into zero-padded (for the pool: -inf padded)
 //! *phase planes*, one per (row, column) phase of the stride, so that for every tap of the kernel the
-//! inputs of consecutive outputs are consecutive in memory. The output is then computed on a grid as
-//! wide as a phase plane, 16 lanes at a time with every tap accumulated in registers, and its valid
-//! columns copied out. The grid's extra columns are the price (2 to 4 of 24 on the head's planes).
-//! The 16-lane loops are what the compiler vectorizes: AVX2 on an x86-64 that has it (chosen at run
-//! time), NEON on aarch64. The arithmetic is a plain multiply then add, in tap order, so both builds
-//! give the same bits.
+//! inputs of consecutive outputs are consecutive in memory. The output is computed on a grid as wide as a
+//! phase plane, one tap at a time: each tap is one long multiply-add (or max) of the grid, which stays in
+//! L1, with a run of a phase plane; then the grid's valid columns are copied out. The grid's extra
+//! columns are the price (2 to 4 of 24 on the head's planes). Those long loops are what the compiler
+//! vectorizes: AVX2 on an x86-64 that has it (chosen at run time), NEON on aarch64. The arithmetic is a
+//! plain multiply then add, in tap order, so both builds give the same bits.
+//!
+//! Tried and not kept (`lookout bench --ops`, the same runs' OptMatMul as the yardstick): all taps of
+//! 16 lanes accumulated in registers (3.1-4.0 ms for the 28 depthwise nodes against 1.5-1.6 ms for the
+//! taps-outer loop); the same phase planes for the dense first convolution (3 -> 24 channels, 1.9 ms
+//! against 1.5 ms for tract's DirectSpatialConv), so that one stays tract's.
+//!
+//! Where they run: `[inference] kernels` (`crate::infer::Kernels`): by default on x86-64 only, where they
+//! were measured; on ARM tract has NEON depthwise kernels of its own and no board here could time both.
 //!
 //! `tests` compares each kernel with tract's own op on random inputs over strides, kernel sizes,
 //! paddings and plane sizes; `tests/reference.rs` compares the whole model with onnxruntime.

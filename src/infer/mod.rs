@@ -63,13 +63,39 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Whose kernels run a model's depthwise convolutions and max pools (`[inference] kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// lookout's where they were measured faster than tract's: x86-64 (`lookout bench --ops`, the
+    /// README's figures). On ARM tract has NEON depthwise kernels of its own and lookout's have not been
+    /// timed on a board, so tract's run there.
+    #[default]
+    Auto,
+    /// lookout's ([`kernels`]), on every architecture.
+    Lookout,
+    /// tract's own, everywhere.
+    Tract,
+}
+
+impl Kernels {
+    /// Whether lookout's kernels run on this build.
+    pub fn lookouts(self) -> bool {
+        match self {
+            Kernels::Auto => cfg!(target_arch = "x86_64"),
+            Kernels::Lookout => true,
+            Kernels::Tract => false,
+        }
+    }
+}
+
 /// tract's version, for `--version` and logs.
 pub const TRACT_VERSION: &str = "0.23.9";
 
 impl Engine {
-    /// Loads an ONNX model from memory, fixes its input to `shape` (NCHW, f32), optimizes it and checks that
-    /// it has `n_outputs` f32 outputs.
-    pub fn load(onnx: &[u8], shape: [usize; 4], n_outputs: usize) -> anyhow::Result<Engine> {
+    /// Loads an ONNX model from memory, fixes its input to `shape` (NCHW, f32), optimizes it (with lookout's
+    /// kernels where `kernels` says) and checks that it has `n_outputs` f32 outputs.
+    pub fn load(onnx: &[u8], shape: [usize; 4], n_outputs: usize, kernels: Kernels) -> anyhow::Result<Engine> {
         use anyhow::Context;
         let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
@@ -81,8 +107,10 @@ impl Engine {
             .into_decluttered()
             .context("tract could not simplify the model")?;
         let mut model = model;
-        let replaced = kernels::substitute(&mut model).context("substituting lookout's kernels")?;
-        log::debug!("{replaced} nodes run on lookout's kernels");
+        if kernels.lookouts() {
+            let replaced = kernels::substitute(&mut model).context("substituting lookout's kernels")?;
+            log::debug!("{replaced} nodes run on lookout's kernels");
+        }
         model.optimize().context("tract could not optimize the model")?;
         anyhow::ensure!(
             model.outputs.len() == n_outputs,
