@@ -7,7 +7,8 @@
 # Installs what it needs: a Python venv (target/peer-venv) with pinned onnxruntime, OpenCV and numpy from
 # PyPI, and ffmpeg (Debian) for the still-street clip. Each round runs, one after the other: the peer with
 # 1 onnxruntime thread, the peer with onnxruntime's default threads, `lookout bench --json` with the
-# default config, and with one engine. Every figure is what the program measured of itself: frames a
+# default config, with one engine and gating off (every frame analysed), and with the default config but
+# tract's own depthwise and max pool kernels. Every figure is what the program measured of itself: frames a
 # second from the first decision to the last, start-up from the process's start (the kernel's start
 # time, 10 ms steps) to the first decision, per-frame latency, peak resident memory (getrusage / VmHWM).
 # Ratios are taken round by round (both in the same minute of the same machine), then the median.
@@ -32,15 +33,16 @@ py=$venv/bin/python
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(load)
-printf '[inference]\nengines = 1\n' > "$work/one.toml"
 printf '[inference]\nengines = 1\n[gate]\nenabled = false\n' > "$work/one-nogate.toml"
+printf '[inference]\nkernels = "tract"\n' > "$work/tract-kernels.toml"
 
 for r in $(seq "$rounds"); do
     echo "round $r/$rounds"
     "$py" scripts/peer.py --model models/fastestdet.onnx --source "$clip" --threads 1 | sed "s/^/peer1 $r /" >> "$work/runs"
     "$py" scripts/peer.py --model models/fastestdet.onnx --source "$clip" --threads 0 | sed "s/^/peerN $r /" >> "$work/runs"
     "$lk" bench --json --source "$clip" 2>/dev/null | sed "s/^/lookout $r /" >> "$work/runs"
-    "$lk" bench --json --source "$clip" --config "$work/one.toml" 2>/dev/null | sed "s/^/lookout1 $r /" >> "$work/runs"
+    "$lk" bench --json --source "$clip" --config "$work/one-nogate.toml" 2>/dev/null | sed "s/^/lookout1 $r /" >> "$work/runs"
+    "$lk" bench --json --source "$clip" --config "$work/tract-kernels.toml" 2>/dev/null | sed "s/^/lookoutT $r /" >> "$work/runs"
 done
 
 # Inference alone, per model: tract (`lookout bench`, one engine, no gating: its inference stage) and
@@ -91,7 +93,8 @@ names = {
     "peer1": "Python peer, onnxruntime 1 thread",
     "peerN": "Python peer, onnxruntime default threads",
     "lookout": f"lookout, default config ({lk['engines']} engines, {lk['model']}, gating on)",
-    "lookout1": "lookout, 1 engine",
+    "lookout1": "lookout, 1 engine, gating off",
+    "lookoutT": "lookout, default config but tract's own depthwise and max pool (`kernels = \"tract\"`)",
 }
 for k, name in names.items():
     w(f"| {name} | {med(col(k,'fps')):.1f} | {med(col(k,'e2e_ms_p50')):.2f} | {med(col(k,'e2e_ms_p99')):.2f} | "
@@ -106,11 +109,13 @@ w("|---|---|---|---|---|")
 f = ratio("lookout", "peer1", "fps")
 w(f"| fps, default config | {f[0]:.2f} | {f[1]:.2f} | {f[2]:.2f} | >= 1.2 |")
 f1 = ratio("lookout1", "peer1", "fps")
-w(f"| fps, 1 engine | {f1[0]:.2f} | {f1[1]:.2f} | {f1[2]:.2f} | |")
+w(f"| fps, 1 engine, gating off | {f1[0]:.2f} | {f1[1]:.2f} | {f1[2]:.2f} | |")
+ft = ratio("lookoutT", "peer1", "fps")
+w(f"| fps, default config with tract's kernels | {ft[0]:.2f} | {ft[1]:.2f} | {ft[2]:.2f} | |")
 m = ratio("lookout", "peer1", "peak_rss_kb")
 w(f"| peak RSS, default config | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} | <= 0.33 |")
 m1 = ratio("lookout1", "peer1", "peak_rss_kb")
-w(f"| peak RSS, 1 engine | {m1[0]:.2f} | {m1[1]:.2f} | {m1[2]:.2f} | |")
+w(f"| peak RSS, 1 engine, gating off | {m1[0]:.2f} | {m1[1]:.2f} | {m1[2]:.2f} | |")
 s = ratio("lookout", "peer1", "startup_ms")
 w(f"| start-up, default config | {s[0]:.2f} | {s[1]:.2f} | {s[2]:.2f} | <= 0.5 |")
 w("")
