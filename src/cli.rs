@@ -106,9 +106,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
 
 /// Entry point; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    crate::logging::init();
     let args = match parse_args(args) {
         Ok(a) => a,
         Err(e) => {

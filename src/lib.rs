@@ -31,7 +31,7 @@
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`track`]: the same object from frame to frame. [`rules`]: when a track becomes an alert, and why
 //!   not (zones, lines, confirmation, dwell, clear, schedules). [`output`]: where alerts go.
-//! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
+//! - [`service`]: systemd readiness and watchdog. [`logging`]: log lines that never allocate. [`shutdown`]: SIGTERM reaching every wait.
 //! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
 //! - [`pipeline`]: the threads wired together (capture, the dispatcher and its engines:
 //!   `pipeline::engines`). [`metrics`]: latency histograms, memory, the counting allocator and the JPEG
@@ -46,6 +46,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod gate;
 pub mod infer;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod output;

@@ -305,6 +305,23 @@ fn output_fact(win: &Window, input: &TypedFact) -> TractResult<TypedFact> {
     Ok(f32::fact(&*output_shape(win, shape)?))
 }
 
+/// What both ops' evals share: a new output tensor for `input` (channel-first f32) through `win`, filled
+/// by `kernel` from the input planes with this thread's scratch buffer.
+fn eval_planes(
+    win: &Window,
+    input: &Tensor,
+    kernel: impl FnOnce(&Window, (usize, usize), &[f32], &mut [f32], &mut Vec<f32>),
+) -> TractResult<Tensor> {
+    let shape = input.shape();
+    let (_, h, w) = planes_of(shape)?;
+    let mut output = Tensor::zero::<f32>(&output_shape(win, shape)?)?;
+    let inp = input.try_as_plain_ram()?.as_slice::<f32>()?;
+    let mut out_view = output.try_as_plain_ram_mut()?;
+    let out = out_view.as_slice_mut::<f32>()?;
+    SCRATCH.with_borrow_mut(|scratch| kernel(win, (h, w), inp, out, scratch));
+    Ok(output)
+}
+
 /// Depthwise 2-D convolution, channel-first, f32, weights and bias held by the op.
 #[derive(Debug, Clone)]
 pub struct Depthwise {
@@ -350,38 +367,27 @@ impl EvalOp for Depthwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let shape = input.shape();
-        let (planes, h, w) = planes_of(shape)?;
         anyhow::ensure!(
             matches!(shape, [.., c, _, _] if *c == self.channels),
             "lookout.Depthwise: input {shape:?} does not have {} channels",
             self.channels
         );
-        let mut output = Tensor::zero::<f32>(&output_shape(&self.window, shape)?)?;
-        let inp = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        // Each batch item repeats the weights.
-        let batches = planes / self.channels;
-        let mut weights = self.weights.as_slice();
-        let mut bias = self.bias.as_slice();
-        let (reps_w, reps_b);
-        if batches > 1 {
-            reps_w = self.weights.repeat(batches);
-            reps_b = self.bias.repeat(batches);
-            weights = &reps_w;
-            bias = &reps_b;
-        }
-        let mut out_view = output.try_as_plain_ram_mut()?;
-        let out = out_view.as_slice_mut::<f32>()?;
-        SCRATCH.with_borrow_mut(|scratch| {
-            if has_avx2() {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX2 (checked just above).
-                unsafe {
-                    depthwise_avx2(&self.window, (h, w), inp, weights, bias, out, scratch)
-                };
-            } else {
-                depthwise_planes(&self.window, (h, w), inp, weights, bias, out, scratch)
+        let (weights, bias, c) = (self.weights.as_slice(), self.bias.as_slice(), self.channels);
+        let output = eval_planes(&self.window, &input, |win, (h, w), inp, out, scratch| {
+            let Some((oh, ow)) = win.output_hw(h, w) else { return };
+            // Batch item by batch item, each with the same weights.
+            for (inp, out) in inp.chunks_exact(c * h * w).zip(out.chunks_exact_mut(c * oh * ow)) {
+                if has_avx2() {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    unsafe {
+                        depthwise_avx2(win, (h, w), inp, weights, bias, out, scratch)
+                    };
+                } else {
+                    depthwise_planes(win, (h, w), inp, weights, bias, out, scratch)
+                }
             }
-        });
+        })?;
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -418,23 +424,17 @@ impl EvalOp for MaxPool2d {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let shape = input.shape();
-        let (_, h, w) = planes_of(shape)?;
-        let mut output = Tensor::zero::<f32>(&output_shape(&self.window, shape)?)?;
-        let inp = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut out_view = output.try_as_plain_ram_mut()?;
-        let out = out_view.as_slice_mut::<f32>()?;
-        SCRATCH.with_borrow_mut(|scratch| {
+        let output = eval_planes(&self.window, &input, |win, hw, inp, out, scratch| {
             if has_avx2() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX2 (checked just above).
                 unsafe {
-                    maxpool_avx2(&self.window, (h, w), inp, out, scratch)
+                    maxpool_avx2(win, hw, inp, out, scratch)
                 };
             } else {
-                maxpool_planes(&self.window, (h, w), inp, out, scratch)
+                maxpool_planes(win, hw, inp, out, scratch)
             }
-        });
+        })?;
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -464,40 +464,62 @@ fn channel_first_f32(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> O
     Some(*c)
 }
 
-/// The lookout op for a tract node, when it is one these kernels cover.
+/// The lookout op for a tract node, when it is one these kernels cover. A depthwise convolution or max
+/// pool that stays tract's says why in the debug log (`RUST_LOG=lookout::infer=debug`).
 fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>> {
+    let refuse = |why: &str| {
+        log::debug!("{} ({}) stays tract's: {why}", node.name, node.op().name());
+        Ok(None)
+    };
     if let Some(conv) = node.op_as::<Conv>() {
         let spec = &conv.pool_spec;
-        let Some(c) = channel_first_f32(model, node, spec) else { return Ok(None) };
-        let Some(window) = Window::of(spec) else { return Ok(None) };
-        let depthwise = conv.group == c && spec.input_channels == c && spec.output_channels == c;
-        let [_, kernel, bias] = node.inputs.as_slice() else { return Ok(None) };
-        if !depthwise || conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW {
-            return Ok(None);
+        let c = spec.input_channels;
+        if !(conv.group == c && spec.output_channels == c) {
+            return Ok(None); // not depthwise: tract's matrix products run those
         }
+        let Some(window) = Window::of(spec) else { return refuse(&format!("window not covered: {spec:?}")) };
+        if channel_first_f32(model, node, spec) != Some(c) {
+            return refuse("input not a fixed channel-first f32 plane set that the window fits");
+        }
+        if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW {
+            return refuse(&format!("quantized or kernel format {:?}", conv.kernel_fmt));
+        }
+        let [_, kernel, bias] = node.inputs.as_slice() else { return refuse("not three inputs") };
         let kernel = model.outlet_fact(*kernel)?.konst.clone();
         let bias = model.outlet_fact(*bias)?.konst.clone();
-        let (Some(kernel), Some(bias)) = (kernel, bias) else { return Ok(None) };
+        let (Some(kernel), Some(bias)) = (kernel, bias) else { return refuse("kernel or bias not constant") };
         if kernel.datum_type() != f32::datum_type()
             || kernel.shape() != [c, 1, window.kh, window.kw]
             || bias.datum_type() != f32::datum_type()
         {
-            return Ok(None);
+            return refuse(&format!(
+                "kernel {:?} {:?}, bias {:?}",
+                kernel.datum_type(),
+                kernel.shape(),
+                bias.datum_type()
+            ));
         }
-        let weights = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-        let b = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        let (Ok(k), Ok(b)) = (kernel.try_as_plain_ram(), bias.try_as_plain_ram()) else {
+            return refuse("kernel or bias not in plain memory");
+        };
+        let weights = k.as_slice::<f32>()?.to_vec();
+        let b = b.as_slice::<f32>()?;
         let bias = match b.len() {
             n if n == c => b.to_vec(),
             1 => b.repeat(c),
-            _ => return Ok(None),
+            n => return refuse(&format!("{n} biases for {c} channels")),
         };
         return Ok(Some(Box::new(Depthwise { window, channels: c, weights, bias })));
     }
     if let Some(pool) = node.op_as::<MaxPool>() {
-        if pool.with_index_outputs.is_some() || channel_first_f32(model, node, &pool.pool_spec).is_none() {
-            return Ok(None);
+        if pool.with_index_outputs.is_some() {
+            return refuse("index outputs");
         }
-        return Ok(Window::of(&pool.pool_spec).map(|window| Box::new(MaxPool2d { window }) as Box<dyn TypedOp>));
+        let Some(window) = Window::of(&pool.pool_spec) else { return refuse("window not covered") };
+        if channel_first_f32(model, node, &pool.pool_spec).is_none() {
+            return refuse("input not a fixed channel-first f32 plane set that the window fits");
+        }
+        return Ok(Some(Box::new(MaxPool2d { window })));
     }
     Ok(None)
 }
@@ -514,9 +536,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         patch.apply(model)?;
         replaced += 1;
     }
-    if replaced > 0 {
-        *model = model.clone().into_compact()?;
-    }
+    // The replaced nodes are left unconnected; tract's optimize compacts the model.
     Ok(replaced)
 }
 

@@ -97,7 +97,7 @@ impl Engine {
     /// kernels where `kernels` says) and checks that it has `n_outputs` f32 outputs.
     pub fn load(onnx: &[u8], shape: [usize; 4], n_outputs: usize, kernels: Kernels) -> anyhow::Result<Engine> {
         use anyhow::Context;
-        let model = tract_onnx::onnx()
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .context("tract could not read the ONNX model")?
             .with_input_fact(0, f32::fact(shape).into())
@@ -106,7 +106,6 @@ impl Engine {
             .context("tract could not type the model")?
             .into_decluttered()
             .context("tract could not simplify the model")?;
-        let mut model = model;
         if kernels.lookouts() {
             let replaced = kernels::substitute(&mut model).context("substituting lookout's kernels")?;
             log::debug!("{replaced} nodes run on lookout's kernels");

@@ -70,8 +70,26 @@ fn count() {
 /// found by `lookout bench` in CI). Threads that wait on channels call this as they start.
 pub fn prime_channel_wait() {
     let (_tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-    // Long enough that the deadline has not passed when the channel decides to wait.
-    let _ = rx.recv_timeout(std::time::Duration::from_millis(1));
+    let _ = rx.recv_timeout(PRIME_WAIT);
+}
+
+/// How long a priming wait lasts: long enough that its deadline has not passed when the channel,
+/// after spinning, decides to wait.
+const PRIME_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A bounded std channel ([`std::sync::mpsc::sync_channel`]) whose receiving side has waited once. Each
+/// std channel keeps its waiting receivers in a list on the heap that it allocates the first time a
+/// receive waits on it (kept for the channel's life): in the steady state that was whenever the
+/// dispatcher first found every engine busy, or a thread first found its queue empty, at a moment that
+/// depends on the load. Waiting here once, before any sender exists elsewhere, makes it now (1 ms on
+/// this thread, whose own wait context it also makes). The sending side has a list of its own, made
+/// when a send first finds the channel full; lookout's senders never wait (`try_send`, or a channel
+/// that holds every message there is).
+pub fn sync_channel<T>(cap: usize) -> (std::sync::mpsc::SyncSender<T>, std::sync::mpsc::Receiver<T>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(cap);
+    // Nothing can have been sent: the only sender is here. Times out, having waited.
+    let _ = rx.recv_timeout(PRIME_WAIT);
+    (tx, rx)
 }
 
 /// The arena (index) holding `p`, if any.

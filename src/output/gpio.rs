@@ -316,7 +316,7 @@ pub struct GpioThread {
 impl Gpio {
     /// Starts the thread with `lines` (driven off at once).
     pub fn spawn<P: OutputPin + Send + 'static>(mut lines: Lines<P>) -> std::io::Result<(Gpio, GpioThread)> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let (tx, rx) = crate::metrics::alloc::sync_channel(64);
         let stats = Arc::new(GpioStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         lines.off();

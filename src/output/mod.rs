@@ -162,7 +162,7 @@ impl Output {
                     None
                 }
             });
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (tx, rx) = crate::metrics::alloc::sync_channel(QUEUE);
         let shared = Arc::new(Shared {
             stats: OutputStats::default(),
             stop: AtomicBool::new(false),

@@ -62,7 +62,7 @@ pub struct AllocWindow {
 }
 
 /// Frames decided before the allocation window opens (tract's and the caches' first runs are over).
-const ALLOC_WARMUP: u64 = 20;
+const ALLOC_WARMUP: u64 = 2;
 
 /// What the inference side reports when it ends.
 #[derive(Debug, Clone, Default)]
@@ -96,8 +96,9 @@ impl Pool {
         cap: usize,
         faults: Failpoints,
     ) -> anyhow::Result<Pool> {
-        let (jobs_tx, jobs_rx) = sync_channel::<Job>(cap);
-        let (done_tx, done) = sync_channel::<Job>(cap);
+        // Both waited on once now: a channel's first wait allocates (see `alloc::sync_channel`).
+        let (jobs_tx, jobs_rx) = alloc::sync_channel::<Job>(cap);
+        let (done_tx, done) = alloc::sync_channel::<Job>(cap);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let failure = Arc::new(Mutex::new(None));
         // Each engine makes its first run on its own thread (tract keeps per-thread scratch space, so a
@@ -218,7 +219,6 @@ pub fn inference_loop(
     let mut gate = Gate::new(&cfg.gate, analyzer.rules.zones(), frame_size.0, frame_size.1);
     let mut report = Report { engines: n, engine_rss_kb, ..Report::default() };
     let mut window: Option<((u64, u64), AllocWindow)> = None;
-    alloc::prime_channel_wait();
     let mut heartbeat = HeartbeatClock::new(cfg.heartbeat.interval_ms, Instant::now());
     let (mut next_seq, mut next_decide, mut in_flight, mut closed) = (0u64, 0u64, 0usize, false);
     let slot_of = |seq: u64| usize::try_from(seq % cap as u64).unwrap_or(0);
