@@ -25,6 +25,11 @@
 //!
 //! Where they run: `[inference] kernels` (`crate::infer::Kernels`): by default on x86-64 only, where they
 //! were measured; on ARM tract has NEON depthwise kernels of its own and no board here could time both.
+//! On aarch64 tract also moves every depthwise convolution of 16 channels or more to channel-last
+//! during declutter, for its channel-last NEON routine (`Conv::suggested_axis_changes` in tract-core,
+//! when `tract_linalg::routines::depthwise_c_f32()` exists; x86-64 has none), so with `kernels =
+//! "lookout"` there only the channel-first ones (3 of the shipped model's 28) and the max pool are
+//! lookout's; the others stay tract's, each saying why at debug level.
 //!
 //! `tests` compares each kernel with tract's own op on random inputs over strides, kernel sizes,
 //! paddings and plane sizes; `tests/reference.rs` compares the whole model with onnxruntime.
@@ -479,7 +484,11 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<d
         }
         let Some(window) = Window::of(spec) else { return refuse(&format!("window not covered: {spec:?}")) };
         if channel_first_f32(model, node, spec) != Some(c) {
-            return refuse("input not a fixed channel-first f32 plane set that the window fits");
+            let fact = node.inputs.first().and_then(|o| model.outlet_fact(*o).ok());
+            return refuse(&format!(
+                "input {fact:?} ({:?}) not fixed channel-first f32 planes that the window fits",
+                spec.data_format
+            ));
         }
         if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW {
             return refuse(&format!("quantized or kernel format {:?}", conv.kernel_fmt));

@@ -61,7 +61,9 @@ pub struct AllocWindow {
     pub tract: u64,
 }
 
-/// Frames decided before the allocation window opens (tract's and the caches' first runs are over).
+/// Frames decided before the allocation window opens. Each engine's first run is made at start; two frames
+/// in, every buffer lookout uses per frame has been filled once, and the window covers the rest, first
+/// alerts and first log lines of every thread included (they must not allocate either).
 const ALLOC_WARMUP: u64 = 2;
 
 /// What the inference side reports when it ends.
