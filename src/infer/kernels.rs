@@ -9,14 +9,17 @@
 //! [`substitute`] swaps them into a decluttered model before tract's own optimizer runs, so they
 //! cost nothing at run time beyond their eval, and a model without such nodes is left as it was.
 //!
-//! How: for each channel the input plane is copied once into zero-padded (for the pool: -inf padded)
-//! *phase planes*, one per (row, column) phase of the stride, so that for every tap of the kernel the
-//! inputs of consecutive outputs are consecutive in memory. The output is computed on a grid as wide as a
-//! phase plane, one tap at a time: each tap is one long multiply-add (or max) of the grid, which stays in
-//! L1, with a run of a phase plane; then the grid's valid columns are copied out. The grid's extra
-//! columns are the price (2 to 4 of 24 on the head's planes). Those long loops are what the compiler
-//! vectorizes: AVX2 on an x86-64 that has it (chosen at run time), NEON on aarch64. The arithmetic is a
-//! plain multiply then add, in tap order, so both builds give the same bits.
+//! How, for the convolution: each channel's input plane is copied once into zero-padded *phase planes*,
+//! one per (row, column) phase of the stride, so that for every tap of the kernel the inputs of
+//! consecutive outputs are consecutive in memory. The output is computed on a grid as wide as a phase
+//! plane, one tap at a time: each tap is one long multiply-add of the grid, which stays in L1, with a run
+//! of a phase plane; then the grid's valid columns are copied out. The grid's extra columns are the price
+//! (2 to 4 of 24 on the head's planes). For the pool, separably: each input row is pooled along x once,
+//! and each output row is the max of `kh` pooled rows, so its large input is read once, in order (the
+//! phase planes copied it and read it nine times: 0.75-0.9 ms against 1.5-1.6 ms in the same loaded
+//! runs). Those long loops are what the compiler vectorizes: AVX2 on an x86-64 that has it (chosen at
+//! run time), NEON on aarch64. The arithmetic is a plain multiply then add, in tap order, so both builds
+//! give the same bits.
 //!
 //! Tried and not kept (`lookout bench --ops`, the same runs' OptMatMul as the yardstick): all taps of
 //! 16 lanes accumulated in registers (3.1-4.0 ms for the 28 depthwise nodes against 1.5-1.6 ms for the
@@ -231,28 +234,95 @@ fn depthwise_planes(
     }
 }
 
-/// Max pooling of `c` planes; padding never wins (it is -inf).
+/// Max pooling of `c` planes, separably: each input row is max-pooled along x once into a short ring of
+/// pooled rows, and each output row is the max of `kh` of those. The input is read once, in order, and
+/// everything else stays in L1: the phase planes the convolution uses would copy a pool's large input
+/// (the shipped model's is 24 planes of 176 x 176, 3 MB, straight from the first convolution) into
+/// scratch and read it nine times. Padding never wins (it is -inf); NaN never wins, as in tract's pool.
 #[inline(always)]
 fn maxpool_planes(win: &Window, (h, w): (usize, usize), input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-    let Some(l) = win.layout(h, w) else { return };
-    let taps = win.tap_offsets(&l);
-    let planes_len = win.sh * win.sw * l.plane_len;
-    scratch.resize(planes_len + l.grid_len, 0.0);
-    let (planes, grid) = scratch.split_at_mut(planes_len);
-    for (inp, outp) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(l.oh * l.ow)) {
-        planes.fill(f32::NEG_INFINITY);
-        scatter(win, &l, inp, w, planes);
-        grid.fill(f32::NEG_INFINITY);
-        for &off in &taps {
-            let Some(src) = planes.get(off..off + l.grid_len) else { return };
-            for (a, &s) in grid.iter_mut().zip(src) {
-                // NaN never wins, as in tract's pool.
-                if s > *a {
-                    *a = s;
+    let Some((oh, ow)) = win.output_hw(h, w) else { return };
+    let [pt, pl, _, _] = win.pad;
+    let pw = w + win.pad[1] + win.pad[3];
+    // One padded input row and one -inf past it (`pool_row`), then `kh` pooled rows (input row `y` in
+    // slot `y % kh`).
+    scratch.resize(pw + 1 + win.kh * ow, f32::NEG_INFINITY);
+    let (prow, ring) = scratch.split_at_mut(pw + 1);
+    prow.fill(f32::NEG_INFINITY);
+    for (inp, outp) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        // Input rows pooled so far (rows 0..next).
+        let mut next = 0;
+        for (oy, orow) in outp.chunks_exact_mut(ow).enumerate() {
+            // Padded rows oy * sh .. + kh: input rows from oy * sh - pt on.
+            let first = (oy * win.sh).saturating_sub(pt);
+            let last = (oy * win.sh + win.kh).saturating_sub(pt).min(h);
+            while next < last {
+                let (Some(src), Some(dst)) =
+                    (inp.get(next * w..next * w + w), ring.get_mut((next % win.kh) * ow..(next % win.kh + 1) * ow))
+                else {
+                    return;
+                };
+                let Some(inner) = prow.get_mut(pl..pl + w) else { return };
+                inner.copy_from_slice(src);
+                pool_row(prow, win.kw, win.sw, dst);
+                next += 1;
+            }
+            orow.fill(f32::NEG_INFINITY);
+            for y in first..last {
+                let Some(row) = ring.get((y % win.kh) * ow..(y % win.kh + 1) * ow) else { return };
+                for (a, &s) in orow.iter_mut().zip(row) {
+                    *a = step(*a, s);
                 }
             }
         }
-        gather(&l, grid, outp);
+    }
+}
+
+/// `dst[x]` = the max of `prow[x * sw .. x * sw + kw]`.
+#[inline(always)]
+fn pool_row(prow: &[f32], kw: usize, sw: usize, dst: &mut [f32]) {
+    match (kw, sw) {
+        // The common windows, written out so that the compiler vectorizes the strided loads.
+        (3, 2) => {
+            // Pairs (2x, 2x + 1) and the next pair's first: `prow` has one -inf past the padded row.
+            let (Some(a), Some(b)) = (prow.get(..2 * dst.len()), prow.get(2..2 * dst.len() + 2)) else { return };
+            for ((d, p), q) in dst.iter_mut().zip(a.chunks_exact(2)).zip(b.chunks_exact(2)) {
+                if let ([x, y], [z, _]) = (p, q) {
+                    *d = step(step(step(f32::NEG_INFINITY, *x), *y), *z);
+                }
+            }
+        }
+        (2, 2) => {
+            for (d, p) in dst.iter_mut().zip(prow.chunks_exact(2)) {
+                if let [a, b] = p {
+                    *d = step(step(f32::NEG_INFINITY, *a), *b);
+                }
+            }
+        }
+        (3, 1) => {
+            for (d, w) in dst.iter_mut().zip(prow.windows(3)) {
+                if let [a, b, c] = w {
+                    *d = step(step(step(f32::NEG_INFINITY, *a), *b), *c);
+                }
+            }
+        }
+        _ => {
+            for (x, d) in dst.iter_mut().enumerate() {
+                let Some(win) = prow.get(x * sw..x * sw + kw) else { return };
+                *d = win.iter().fold(f32::NEG_INFINITY, |m, &v| step(m, v));
+            }
+        }
+    }
+}
+
+/// One step of a running max that starts at -inf: `v` replaces `m` only when larger, so a NaN never wins
+/// (as in tract's pool) and the result is NaN-free.
+#[inline(always)]
+fn step(m: f32, v: f32) -> f32 {
+    if v > m {
+        v
+    } else {
+        m
     }
 }
 
@@ -615,6 +685,8 @@ mod tests {
         ((3, 3), (2, 2), [1, 1, 1, 1], (176, 176)),
         ((7, 7), (3, 3), [3, 3, 3, 3], (20, 19)),
         ((2, 2), (2, 2), [0, 0, 0, 0], (3, 2)),
+        ((3, 2), (2, 2), [0, 1, 2, 0], (9, 8)),
+        ((3, 3), (2, 2), [0, 0, 1, 1], (10, 9)),
     ];
 
     #[test]
