@@ -31,7 +31,8 @@
 //! - [`model`]: manifests, sha256 pinning, self-test. [`config`]: the TOML file.
 //! - [`track`]: the same object from frame to frame. [`rules`]: when a track becomes an alert, and why
 //!   not (zones, lines, confirmation, dwell, clear, schedules). [`output`]: where alerts go.
-//! - [`service`]: systemd readiness and watchdog. [`logging`]: log lines that never allocate. [`shutdown`]: SIGTERM reaching every wait.
+//! - [`service`]: systemd readiness and watchdog. [`shutdown`]: SIGTERM reaching every wait.
+//!   [`logging`]: log lines formatted on the stack (a thread's first line must not allocate either).
 //! - [`fuzzing`]: the parsers' entry points, shared by the fuzz targets and their corpus replay.
 //! - [`pipeline`]: the threads wired together (capture, the dispatcher and its engines:
 //!   `pipeline::engines`). [`metrics`]: latency histograms, memory, the counting allocator and the JPEG
