@@ -7,7 +7,7 @@
 # working memory (each run allocates and frees its tensors) cancel out and only creep remains. Prints
 # frames, fps, RSS at start, end and max, and which part grew (anonymous memory: the heap; file pages:
 # the binary's own code and data, faulted in as first used); the samples stay in target/soak/rss.txt
-# (seconds, then VmRSS, RssAnon, RssFile in KiB). CI runs it with --frames 12000 (about 90 s here).
+# (seconds, then VmRSS, RssAnon, RssFile in KiB). CI runs it with --frames 20000 (about 80 s here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 frames=100000

@@ -254,8 +254,9 @@ pub struct InferenceConfig {
     /// Inference engines, each on a thread of its own, frames dealt to them in turn and their results
     /// put back in frame order (decisions are the same as with one). Default `"auto"`.
     pub engines: Engines,
-    /// Whose depthwise convolution and max pool kernels run: `"auto"` (lookout's where they were
-    /// measured faster: x86-64), `"lookout"` or `"tract"`. See `crate::infer::kernels`.
+    /// Whose depthwise convolution, few-channel dense convolution and max pool kernels run: `"auto"`
+    /// (lookout's where they were measured faster: x86-64), `"lookout"` or `"tract"`. See
+    /// `crate::infer::kernels`.
     pub kernels: crate::infer::Kernels,
 }
 

@@ -1,30 +1,36 @@
-//! Kernels lookout runs in place of two of tract's: depthwise convolution and max pooling on
-//! channel-first f32 planes.
+//! Kernels lookout runs in place of three of tract's on channel-first f32 planes: depthwise
+//! convolution, dense convolution of few input channels (a detector's first layer), and max pooling.
 //!
 //! Why: on the shipped detector (a ShuffleNetV2 with a depthwise head) `lookout bench --ops` showed
-//! tract 0.23.9 spending nearly half a run in these two ops: its 28 depthwise convolutions (about 15 M
-//! multiply-adds) took 4.35 ms of 11.5, and its one 3x3 max pool 1.12 ms, while its 48 dense 1x1
-//! convolutions took 2.5 ms. Both ops are simple enough to write so that the compiler vectorizes them,
-//! and that is all this module does; everything else stays tract's.
+//! tract 0.23.9 spending nearly half a run in the first two kinds: its 28 depthwise convolutions (about
+//! 15 M multiply-adds) took 4.35 ms of 11.5, and its one 3x3 max pool 1.12 ms, while its 48 dense 1x1
+//! convolutions took 2.5 ms; once those were lookout's, the first convolution (3 -> 24 channels, 3x3,
+//! stride 2: 20 M multiply-adds, tract's `DirectSpatialConv`) was the largest single node, 0.98 ms of
+//! 5.5. These ops are simple enough to write so that the compiler vectorizes them, and that is all this
+//! module does; everything else stays tract's.
 //! [`substitute`] swaps them into a decluttered model before tract's own optimizer runs, so they
 //! cost nothing at run time beyond their eval, and a model without such nodes is left as it was.
 //!
-//! How, for the convolution: each channel's input plane is copied once into zero-padded *phase planes*,
-//! one per (row, column) phase of the stride, so that for every tap of the kernel the inputs of
-//! consecutive outputs are consecutive in memory. The output is computed on a grid as wide as a phase
-//! plane, one tap at a time: each tap is one long multiply-add of the grid, which stays in L1, with a run
-//! of a phase plane; then the grid's valid columns are copied out. The grid's extra columns are the price
-//! (2 to 4 of 24 on the head's planes). For the pool, separably: each input row is pooled along x once,
+//! How, for the convolutions: each channel's input plane is copied once into zero-padded *phase
+//! planes*, one per (row, column) phase of the stride, so that for every tap of the kernel the inputs of
+//! consecutive outputs are consecutive in memory. Depthwise, the output is computed on a grid as wide as
+//! a phase plane, one tap at a time: each tap is one long multiply-add of the grid, which stays in L1,
+//! with a run of a phase plane; then the grid's valid columns are copied out. The grid's extra columns
+//! are the price (2 to 4 of 24 on the head's planes). Dense, the other way round: a block of 8 output
+//! channels and a run of 8 or 16 output columns is held in registers through all its taps, so each load
+//! of inputs feeds 8 multiply-adds (0.64-0.66 ms against tract's 0.98 for the first convolution, same
+//! runs' neighbours as the yardstick). For the pool, separably: each input row is pooled along x once,
 //! and each output row is the max of `kh` pooled rows, so its large input is read once, in order (the
 //! phase planes copied it and read it nine times: 0.75-0.9 ms against 1.5-1.6 ms in the same loaded
-//! runs). Those long loops are what the compiler vectorizes: AVX2 on an x86-64 that has it (chosen at
-//! run time), NEON on aarch64. The arithmetic is a plain multiply then add, in tap order, so both builds
-//! give the same bits.
+//! runs). The vector instructions are chosen at run time ([`Simd`]): AVX-512F or AVX2 on an x86-64 that
+//! has them, NEON on aarch64. The arithmetic is a plain multiply then add, in tap order, so every build
+//! gives the same bits (a test checks it for each variant the CPU can run).
 //!
 //! Tried and not kept (`lookout bench --ops`, the same runs' OptMatMul as the yardstick): all taps of
-//! 16 lanes accumulated in registers (3.1-4.0 ms for the 28 depthwise nodes against 1.5-1.6 ms for the
-//! taps-outer loop); the same phase planes for the dense first convolution (3 -> 24 channels, 1.9 ms
-//! against 1.5 ms for tract's DirectSpatialConv), so that one stays tract's.
+//! 16 lanes accumulated in registers for the depthwise nodes (3.1-4.0 ms for the 28 against 1.5-1.6 ms
+//! for the taps-outer loop: a load feeds one multiply-add there); the taps-outer grid for the dense
+//! first convolution (1.9 ms against 1.5 ms for tract's `DirectSpatialConv` then); 16 dense lanes left
+//! to the compiler under AVX-512 (it splits them into AVX2 registers and spills: 10.6 ms).
 //!
 //! Where they run: `[inference] kernels` (`crate::infer::Kernels`): by default on x86-64 only, where they
 //! were measured; on ARM tract has NEON depthwise kernels of its own and no board here could time both.
@@ -35,7 +41,7 @@
 //! lookout's; the others stay tract's, each saying why at debug level.
 //!
 //! `tests` compares each kernel with tract's own op on random inputs over strides, kernel sizes,
-//! paddings and plane sizes; `tests/reference.rs` compares the whole model with onnxruntime.
+//! paddings, plane sizes and (dense) channel counts; `tests/reference.rs` compares the whole model with onnxruntime.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -234,6 +240,129 @@ fn depthwise_planes(
     }
 }
 
+/// Output channels per register block of the dense kernel: with a block's run of output columns (`PX`:
+/// 16 on AVX-512, one register; 8 elsewhere, one AVX2 register, two NEON ones) its accumulators stay in
+/// registers for all of the block's taps.
+const DENSE_CB: usize = 8;
+/// Dense convolutions with at most this many input channels run on [`dense_planes`] (the shipped
+/// model's first convolution has 3); wider ones are matrix products, tract's.
+const DENSE_MAX_CIN: usize = 4;
+const DENSE_MAX_TAPS: usize = DENSE_MAX_CIN * MAX_TAPS;
+
+/// All taps of one dense block: for each, every accumulator of the block gets its weight times the run
+/// of `PX` inputs at `g + offs[t]` of the phase planes (weights `wblk`, `[tap][DENSE_CB]`). Written with
+/// constant bounds so that the compiler unrolls the channels, makes each channel's lanes one vector
+/// operation and keeps the whole block in registers (iterator chains here left it on the stack: 4.7
+/// ms for the shipped model's first convolution, against 0.93).
+#[inline(always)]
+#[allow(clippy::indexing_slicing)] // constant bounds: every index is in range
+fn taps_plain<const PX: usize>(
+    acc: &mut [[f32; PX]; DENSE_CB],
+    planes: &[f32],
+    g: usize,
+    offs: &[usize],
+    wblk: &[f32],
+) {
+    for (&off, wt) in offs.iter().zip(wblk.chunks_exact(DENSE_CB)) {
+        let Some(x) = planes.get(g + off..g + off + PX) else { return };
+        let (Ok(x), Ok(wt)) = (<&[f32; PX]>::try_from(x), <&[f32; DENSE_CB]>::try_from(wt)) else { return };
+        for c in 0..DENSE_CB {
+            for l in 0..PX {
+                acc[c][l] += wt[c] * x[l];
+            }
+        }
+    }
+}
+
+/// [`taps_plain`] for 16 lanes in AVX-512 registers, written with intrinsics: the compiler, left to
+/// itself, splits 16 lanes into two AVX2 registers (its default preference on x86-64) and spills.
+/// The same multiply then add per lane, in the same order, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn taps_avx512(acc: &mut [[f32; 16]; DENSE_CB], planes: &[f32], g: usize, offs: &[usize], wblk: &[f32]) {
+    use std::arch::x86_64::{__m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps};
+    // SAFETY (every load and store below): each pointer is to 16 f32 of a slice of 16 f32.
+    let mut v: [__m512; DENSE_CB] = acc.map(|a| unsafe { _mm512_loadu_ps(a.as_ptr()) });
+    for (&off, wt) in offs.iter().zip(wblk.chunks_exact(DENSE_CB)) {
+        let Some(x) = planes.get(g + off..g + off + 16) else { return };
+        let (Ok(x), Ok(wt)) = (<&[f32; 16]>::try_from(x), <&[f32; DENSE_CB]>::try_from(wt)) else { return };
+        let x = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+        for (v, &w) in v.iter_mut().zip(wt) {
+            *v = _mm512_add_ps(*v, _mm512_mul_ps(_mm512_set1_ps(w), x));
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(v) {
+        unsafe { _mm512_storeu_ps(a.as_mut_ptr(), v) };
+    }
+}
+
+/// Dense convolution of `cin` input planes into `cout` output planes (one batch item). `packed` holds the
+/// weights by block of [`DENSE_CB`] output channels, tap-major inside a block (`[block][ci * k + t][c]`,
+/// zero past `cout`), `bias` is `[cout]`.
+///
+/// Each input channel is copied once into its phase planes, as for the depthwise kernel; then for each
+/// run of `PX` outputs of a row and each block of output channels, every tap is one load of
+/// `PX` consecutive inputs, multiplied into all the block's accumulators, which stay in
+/// registers: a load feeds 8 multiply-adds, where the depthwise kernel's feeds one.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dense_planes<const PX: usize>(
+    win: &Window,
+    (h, w): (usize, usize),
+    (cin, cout): (usize, usize),
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    block_taps: impl Fn(&mut [[f32; PX]; DENSE_CB], &[f32], usize, &[usize], &[f32]),
+) {
+    let Some(mut l) = win.layout(h, w) else { return };
+    // A run of the last row's last block may read up to PX past the grid.
+    l.plane_len += PX;
+    let per_chan = win.sh * win.sw * l.plane_len;
+    let taps = win.tap_offsets(&l);
+    let mut offs: heapless::Vec<usize, DENSE_MAX_TAPS> = heapless::Vec::new();
+    for ci in 0..cin {
+        for &t in &taps {
+            if offs.push(ci * per_chan + t).is_err() {
+                return; // more taps than `dense_of` admits
+            }
+        }
+    }
+    let block_len = offs.len() * DENSE_CB;
+    scratch.resize(cin * per_chan, 0.0);
+    scratch.fill(0.0);
+    for (inp, planes) in input.chunks_exact(h * w).zip(scratch.chunks_exact_mut(per_chan)) {
+        scatter(win, &l, inp, w, planes);
+    }
+    let planes = &scratch[..];
+    let plane_out = l.oh * l.ow;
+    for oy in 0..l.oh {
+        for ox in (0..l.ow).step_by(PX) {
+            let g = oy * l.pws + ox;
+            let n = PX.min(l.ow - ox);
+            for (cb, wblk) in packed.chunks_exact(block_len).enumerate() {
+                let mut acc = [[0f32; PX]; DENSE_CB];
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = [bias.get(cb * DENSE_CB + c).copied().unwrap_or(0.0); PX];
+                }
+                block_taps(&mut acc, planes, g, &offs, wblk);
+                for (c, a) in acc.iter().enumerate() {
+                    let co = cb * DENSE_CB + c;
+                    if co >= cout {
+                        break;
+                    }
+                    let at = co * plane_out + oy * l.ow + ox;
+                    if let (Some(dst), Some(src)) = (out.get_mut(at..at + n), a.get(..n)) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Max pooling of `c` planes, separably: each input row is max-pooled along x once into a short ring of
 /// pooled rows, and each output row is the max of `kh` of those. The input is read once, in order, and
 /// everything else stays in L1: the phase planes the convolution uses would copy a pool's large input
@@ -326,34 +455,125 @@ fn step(m: f32, v: f32) -> f32 {
     }
 }
 
+/// Vector instructions the kernels are compiled for, beyond the target's baseline, chosen at run time
+/// (the std macro caches what the CPU has): the same source compiled for each, so every variant does
+/// the same operations in the same order and gives the same bits, only more lanes at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    /// x86-64 with AVX-512F (Zen 4, Ice Lake and later servers): 16 lanes.
+    Avx512,
+    /// x86-64 with AVX2: 8 lanes.
+    Avx2,
+    /// The target's baseline (SSE2 on x86-64, NEON on aarch64).
+    Baseline,
+}
+
+fn simd() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return Simd::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Baseline
+}
+
+/// Wrappers of an `#[inline(always)]` kernel compiled with AVX2 and with AVX-512F, and a function that
+/// runs the best one this CPU has.
+macro_rules! simd_kernel {
+    ($run:ident, $avx2:ident, $avx512:ident, $kernel:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        fn $avx2($($arg: $ty),*) {
+            $kernel($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        fn $avx512($($arg: $ty),*) {
+            $kernel($($arg),*)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn $run($($arg: $ty),*) {
+            match simd() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512F (`simd` asked it).
+                Simd::Avx512 => unsafe { $avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX2 (`simd` asked it).
+                Simd::Avx2 => unsafe { $avx2($($arg),*) },
+                _ => $kernel($($arg),*),
+            }
+        }
+    };
+}
+
+simd_kernel!(depthwise, depthwise_avx2, depthwise_avx512, depthwise_planes, (
+    win: &Window, hw: (usize, usize), input: &[f32], weights: &[f32], bias: &[f32], out: &mut [f32],
+    scratch: &mut Vec<f32>
+));
+simd_kernel!(maxpool, maxpool_avx2, maxpool_avx512, maxpool_planes, (
+    win: &Window, hw: (usize, usize), input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>
+));
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn depthwise_avx2(
+#[allow(clippy::too_many_arguments)]
+fn dense_avx2(
     win: &Window,
     hw: (usize, usize),
+    chans: (usize, usize),
     input: &[f32],
-    weights: &[f32],
+    packed: &[f32],
     bias: &[f32],
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    depthwise_planes(win, hw, input, weights, bias, out, scratch)
+    dense_planes::<8>(win, hw, chans, input, packed, bias, out, scratch, taps_plain)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn maxpool_avx2(win: &Window, hw: (usize, usize), input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-    maxpool_planes(win, hw, input, out, scratch)
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn dense_avx512(
+    win: &Window,
+    hw: (usize, usize),
+    chans: (usize, usize),
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    // The closure has this function's target features, so it may call `taps_avx512`.
+    dense_planes::<16>(win, hw, chans, input, packed, bias, out, scratch, |a, p, g, o, w| taps_avx512(a, p, g, o, w))
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+#[allow(clippy::too_many_arguments)]
+fn dense(
+    win: &Window,
+    hw: (usize, usize),
+    chans: (usize, usize),
+    input: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    match simd() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX-512F (`simd` asked it).
+        Simd::Avx512 => unsafe { dense_avx512(win, hw, chans, input, packed, bias, out, scratch) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX2 (`simd` asked it).
+        Simd::Avx2 => unsafe { dense_avx2(win, hw, chans, input, packed, bias, out, scratch) },
+        _ => dense_planes::<8>(win, hw, chans, input, packed, bias, out, scratch, taps_plain),
     }
 }
 
@@ -452,15 +672,7 @@ impl EvalOp for Depthwise {
             let Some((oh, ow)) = win.output_hw(h, w) else { return };
             // Batch item by batch item, each with the same weights.
             for (inp, out) in inp.chunks_exact(c * h * w).zip(out.chunks_exact_mut(c * oh * ow)) {
-                if has_avx2() {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU has AVX2 (checked just above).
-                    unsafe {
-                        depthwise_avx2(win, (h, w), inp, weights, bias, out, scratch)
-                    };
-                } else {
-                    depthwise_planes(win, (h, w), inp, weights, bias, out, scratch)
-                }
+                depthwise(win, (h, w), inp, weights, bias, out, scratch);
             }
         })?;
         Ok(tvec!(output.into_tvalue()))
@@ -471,6 +683,110 @@ impl TypedOp for Depthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let [input] = inputs else { bail!("lookout.Depthwise takes one input") };
         Ok(tvec!(output_fact(&self.window, input)?))
+    }
+
+    as_op!();
+}
+
+/// Dense 2-D convolution of a few input channels ([`DENSE_MAX_CIN`]), channel-first, f32, weights and
+/// bias held by the op.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub window: Window,
+    pub cin: usize,
+    pub cout: usize,
+    /// `[cout.div_ceil(DENSE_CB)][cin * kh * kw][DENSE_CB]`: see [`dense_planes`].
+    pub packed: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Dense {
+    /// From OIHW weights `[cout, cin, kh, kw]`.
+    fn new(window: Window, cin: usize, cout: usize, oihw: &[f32], bias: Vec<f32>) -> Dense {
+        let taps = cin * window.kh * window.kw;
+        let mut packed = vec![0.0; cout.div_ceil(DENSE_CB) * taps * DENSE_CB];
+        for (co, wo) in oihw.chunks_exact(taps).enumerate().take(cout) {
+            let (b, c) = (co / DENSE_CB, co % DENSE_CB);
+            for (t, &v) in wo.iter().enumerate() {
+                if let Some(p) = packed.get_mut((b * taps + t) * DENSE_CB + c) {
+                    *p = v;
+                }
+            }
+        }
+        Dense { window, cin, cout, packed, bias }
+    }
+
+    fn output_shape(&self, shape: &[usize]) -> TractResult<TVec<usize>> {
+        let mut s = output_shape(&self.window, shape)?;
+        let [.., c, _, _] = s.as_mut_slice() else { bail!("expected a channel-first shape, got {shape:?}") };
+        *c = self.cout;
+        Ok(s)
+    }
+}
+
+/// Equal when the weights are the same bits (tract compares ops to merge duplicates).
+impl PartialEq for Dense {
+    fn eq(&self, o: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.window == o.window
+            && (self.cin, self.cout) == (o.cin, o.cout)
+            && bits(&self.packed) == bits(&o.packed)
+            && bits(&self.bias) == bits(&o.bias)
+    }
+}
+
+impl Eq for Dense {}
+
+impl Op for Dense {
+    fn name(&self) -> StaticName {
+        "lookout.Conv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}, {} -> {} channels", self.window, self.cin, self.cout)])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Dense {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        anyhow::ensure!(
+            matches!(shape, [_, c, _, _] if *c == self.cin),
+            "lookout.Conv: input {shape:?} is not [n, {}, h, w]",
+            self.cin
+        );
+        let (_, h, w) = planes_of(shape)?;
+        let (oh, ow) = self.window.output_hw(h, w).context("lookout.Conv: the window does not fit")?;
+        let mut output = Tensor::zero::<f32>(&self.output_shape(shape)?)?;
+        let inp = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let mut out_view = output.try_as_plain_ram_mut()?;
+        let out = out_view.as_slice_mut::<f32>()?;
+        let (win, chans, packed, bias) = (&self.window, (self.cin, self.cout), &self.packed[..], &self.bias[..]);
+        SCRATCH.with_borrow_mut(|scratch| {
+            let items = inp.chunks_exact(self.cin * h * w).zip(out.chunks_exact_mut(self.cout * oh * ow));
+            for (inp, out) in items {
+                dense(win, (h, w), chans, inp, packed, bias, out, scratch);
+            }
+        });
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Dense {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let [input] = inputs else { bail!("lookout.Conv takes one input") };
+        let shape = input.shape.as_concrete().context("lookout's kernels need a fixed input shape")?;
+        anyhow::ensure!(input.datum_type == f32::datum_type(), "lookout's kernels run f32 only");
+        Ok(tvec!(f32::fact(&*self.output_shape(shape)?)))
     }
 
     as_op!();
@@ -500,15 +816,7 @@ impl EvalOp for MaxPool2d {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let output = eval_planes(&self.window, &input, |win, hw, inp, out, scratch| {
-            if has_avx2() {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX2 (checked just above).
-                unsafe {
-                    maxpool_avx2(win, hw, inp, out, scratch)
-                };
-            } else {
-                maxpool_planes(win, hw, inp, out, scratch)
-            }
+            maxpool(win, hw, inp, out, scratch);
         })?;
         Ok(tvec!(output.into_tvalue()))
     }
@@ -549,6 +857,9 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<d
     if let Some(conv) = node.op_as::<Conv>() {
         let spec = &conv.pool_spec;
         let c = spec.input_channels;
+        if conv.group == 1 && c <= DENSE_MAX_CIN {
+            return dense_replacement(model, node, conv);
+        }
         if !(conv.group == c && spec.output_channels == c) {
             return Ok(None); // not depthwise: tract's matrix products run those
         }
@@ -563,30 +874,9 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<d
         if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW {
             return refuse(&format!("quantized or kernel format {:?}", conv.kernel_fmt));
         }
-        let [_, kernel, bias] = node.inputs.as_slice() else { return refuse("not three inputs") };
-        let kernel = model.outlet_fact(*kernel)?.konst.clone();
-        let bias = model.outlet_fact(*bias)?.konst.clone();
-        let (Some(kernel), Some(bias)) = (kernel, bias) else { return refuse("kernel or bias not constant") };
-        if kernel.datum_type() != f32::datum_type()
-            || kernel.shape() != [c, 1, window.kh, window.kw]
-            || bias.datum_type() != f32::datum_type()
-        {
-            return refuse(&format!(
-                "kernel {:?} {:?}, bias {:?}",
-                kernel.datum_type(),
-                kernel.shape(),
-                bias.datum_type()
-            ));
-        }
-        let (Ok(k), Ok(b)) = (kernel.try_as_plain_ram(), bias.try_as_plain_ram()) else {
-            return refuse("kernel or bias not in plain memory");
-        };
-        let weights = k.as_slice::<f32>()?.to_vec();
-        let b = b.as_slice::<f32>()?;
-        let bias = match b.len() {
-            n if n == c => b.to_vec(),
-            1 => b.repeat(c),
-            n => return refuse(&format!("{n} biases for {c} channels")),
+        let (weights, bias) = match constants(model, node, &[c, 1, window.kh, window.kw], c) {
+            Ok(wb) => wb,
+            Err(why) => return refuse(&why),
         };
         return Ok(Some(Box::new(Depthwise { window, channels: c, weights, bias })));
     }
@@ -603,7 +893,65 @@ fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Box<d
     Ok(None)
 }
 
-/// Replaces the depthwise convolutions and max pools of a decluttered model that these kernels cover
+/// The constant kernel and bias of a convolution node, f32, the bias one per output channel.
+fn constants(
+    model: &TypedModel,
+    node: &TypedNode,
+    kernel_shape: &[usize],
+    cout: usize,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let [_, kernel, bias] = node.inputs.as_slice() else { return Err("not three inputs".into()) };
+    let fact = |o: &OutletId| model.outlet_fact(*o).ok().and_then(|f| f.konst.clone());
+    let (Some(kernel), Some(bias)) = (fact(kernel), fact(bias)) else {
+        return Err("kernel or bias not constant".into());
+    };
+    if kernel.datum_type() != f32::datum_type()
+        || kernel.shape() != kernel_shape
+        || bias.datum_type() != f32::datum_type()
+    {
+        return Err(format!("kernel {:?} {:?}, bias {:?}", kernel.datum_type(), kernel.shape(), bias.datum_type()));
+    }
+    let (Ok(k), Ok(b)) = (kernel.try_as_plain_ram(), bias.try_as_plain_ram()) else {
+        return Err("kernel or bias not in plain memory".into());
+    };
+    let (Ok(k), Ok(b)) = (k.as_slice::<f32>(), b.as_slice::<f32>()) else {
+        return Err("kernel or bias not f32".into());
+    };
+    let bias = match b.len() {
+        n if n == cout => b.to_vec(),
+        1 => b.repeat(cout),
+        n => return Err(format!("{n} biases for {cout} channels")),
+    };
+    Ok((k.to_vec(), bias))
+}
+
+/// A dense convolution of few input channels, when [`Dense`] covers it.
+fn dense_replacement(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Box<dyn TypedOp>>> {
+    let refuse = |why: &str| {
+        log::debug!("{} ({}) stays tract's: {why}", node.name, node.op().name());
+        Ok(None)
+    };
+    let spec = &conv.pool_spec;
+    let (cin, cout) = (spec.input_channels, spec.output_channels);
+    let Some(window) = Window::of(spec) else { return refuse(&format!("window not covered: {spec:?}")) };
+    let fact = node.inputs.first().and_then(|o| model.outlet_fact(*o).ok());
+    let batch_planes = fact.as_ref().and_then(|f| f.shape.as_concrete()).is_some_and(|s| s.len() == 4);
+    if channel_first_f32(model, node, spec) != Some(cin) || !batch_planes || cout == 0 {
+        return refuse(&format!(
+            "input {fact:?} ({:?}) not fixed [n, c, h, w] f32 planes that the window fits",
+            spec.data_format
+        ));
+    }
+    if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW {
+        return refuse(&format!("quantized or kernel format {:?}", conv.kernel_fmt));
+    }
+    match constants(model, node, &[cout, cin, window.kh, window.kw], cout) {
+        Ok((k, b)) => Ok(Some(Box::new(Dense::new(window, cin, cout, &k, b)))),
+        Err(why) => refuse(&why),
+    }
+}
+
+/// Replaces the depthwise and few-channel dense convolutions and the max pools of a decluttered model that these kernels cover
 /// with lookout's ops; returns how many were replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
@@ -708,6 +1056,85 @@ mod tests {
                 assert!(ops.iter().any(|o| o == "lookout.Depthwise"), "case {i}: {ops:?}");
                 let (theirs, _) = run(&model, &input, false);
                 assert_close(&ours, &theirs, &format!("depthwise case {i}, n {n}"));
+            }
+        }
+    }
+
+    #[test]
+    fn dense_matches_tract() {
+        for (i, &(k, s, pad, (h, w))) in CASES.iter().enumerate() {
+            if k == (1, 1) {
+                continue; // tract's declutter makes a 1x1 convolution a matrix product
+            }
+            for (n, cin, cout) in [(1usize, 3usize, 24usize), (2, 1, 5), (1, 4, 9), (1, 2, 8)] {
+                let mut model = TypedModel::default();
+                let x = model.add_source("x", f32::fact([n, cin, h, w])).unwrap();
+                let len = cout * cin * k.0 * k.1;
+                let kernel = Tensor::from_shape(&[cout, cin, k.0, k.1], &values(len, 30 + i as u64)).unwrap();
+                let bias = Tensor::from_shape(&[cout], &values(cout, 130 + i as u64)).unwrap();
+                let kw = model.add_const("k", kernel).unwrap();
+                let bw = model.add_const("b", bias).unwrap();
+                let mut pool_spec = spec(cin, k, s, pad);
+                pool_spec.output_channels = cout;
+                let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 1, q_params: None };
+                let y = model.wire_node("conv", conv, &[x, kw, bw]).unwrap();
+                model.select_output_outlets(&y).unwrap();
+                let input = Tensor::from_shape(&[n, cin, h, w], &values(n * cin * h * w, 70 + i as u64)).unwrap();
+                let (ours, ops) = run(&model, &input, true);
+                assert!(ops.iter().any(|o| o == "lookout.Conv"), "case {i}: {ops:?}");
+                let (theirs, _) = run(&model, &input, false);
+                assert_close(&ours, &theirs, &format!("dense case {i}, {n}x{cin} -> {cout}"));
+            }
+        }
+    }
+
+    /// Every build of a kernel this CPU can run gives the same bits as the baseline one.
+    #[test]
+    fn simd_variants_agree_bit_for_bit() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let simd = simd();
+        for (i, &(k, s, pad, (h, w))) in CASES.iter().enumerate() {
+            let win = Window::of(&spec(3, k, s, pad)).unwrap();
+            let Some((oh, ow)) = win.output_hw(h, w) else { continue };
+            let (cin, cout) = (3, 11);
+            let input = values(cin * h * w, 200 + i as u64);
+            let oihw = values(cout * cin * k.0 * k.1, 300 + i as u64);
+            let dense_op = Dense::new(win, cin, cout, &oihw, values(cout, 400 + i as u64));
+            let dw_weights = values(cin * k.0 * k.1, 500 + i as u64);
+            let mut scratch = Vec::new();
+            let mut base = (vec![0.0; cout * oh * ow], vec![0.0; cin * oh * ow], vec![0.0; cin * oh * ow]);
+            let (p, b) = (&dense_op.packed, &dense_op.bias);
+            dense_planes::<8>(&win, (h, w), (cin, cout), &input, p, b, &mut base.0, &mut scratch, taps_plain);
+            depthwise_planes(&win, (h, w), &input, &dw_weights, &b[..cin], &mut base.1, &mut scratch);
+            maxpool_planes(&win, (h, w), &input, &mut base.2, &mut scratch);
+            let mut runs = vec![];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if simd != Simd::Baseline {
+                    runs.push("avx2");
+                }
+                if simd == Simd::Avx512 {
+                    runs.push("avx512");
+                }
+            }
+            for run in runs {
+                let mut got = (vec![0.0; cout * oh * ow], vec![0.0; cin * oh * ow], vec![0.0; cin * oh * ow]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: each variant runs only where `simd` found its instructions.
+                unsafe {
+                    if run == "avx2" {
+                        dense_avx2(&win, (h, w), (cin, cout), &input, p, b, &mut got.0, &mut scratch);
+                        depthwise_avx2(&win, (h, w), &input, &dw_weights, &b[..cin], &mut got.1, &mut scratch);
+                        maxpool_avx2(&win, (h, w), &input, &mut got.2, &mut scratch);
+                    } else {
+                        dense_avx512(&win, (h, w), (cin, cout), &input, p, b, &mut got.0, &mut scratch);
+                        depthwise_avx512(&win, (h, w), &input, &dw_weights, &b[..cin], &mut got.1, &mut scratch);
+                        maxpool_avx512(&win, (h, w), &input, &mut got.2, &mut scratch);
+                    }
+                }
+                assert_eq!(bits(&got.0), bits(&base.0), "dense, {run}, case {i}");
+                assert_eq!(bits(&got.1), bits(&base.1), "depthwise, {run}, case {i}");
+                assert_eq!(bits(&got.2), bits(&base.2), "max pool, {run}, case {i}");
             }
         }
     }

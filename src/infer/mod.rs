@@ -63,7 +63,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Whose kernels run a model's depthwise convolutions and max pools (`[inference] kernels`).
+/// Whose kernels run a model's depthwise convolutions, few-channel dense convolutions and max pools (`[inference] kernels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
