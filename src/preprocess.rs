@@ -91,6 +91,8 @@ impl Geometry {
 struct Axis {
     taps: Vec<(u32, u32, f32)>,
     inside: Vec<bool>,
+    /// Some output lies in letterbox padding.
+    padded: bool,
 }
 
 impl Axis {
@@ -106,6 +108,7 @@ impl Axis {
             self.taps.push((i0, i1, s - i0 as f32));
             self.inside.push(inside);
         }
+        self.padded = self.inside.iter().any(|&i| !i);
     }
 }
 
@@ -177,10 +180,15 @@ impl Preprocessor {
         let w = frame.width as usize;
         let h = frame.height as usize;
         match frame.format {
-            PixelFormat::Rgb24 => self.sample(out, |x, y| {
-                let i = 3 * (y * w + x);
-                [px[i] as f32, px[i + 1] as f32, px[i + 2] as f32]
-            }),
+            PixelFormat::Rgb24 => {
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    unsafe { self.sample_rgb_avx2(out, px, w) };
+                    return self.geometry;
+                }
+                self.sample_rgb(out, px, w)
+            }
             PixelFormat::Grey => self.sample(out, |x, y| {
                 let v = px[y * w + x] as f32;
                 [v, v, v]
@@ -214,6 +222,24 @@ impl Preprocessor {
         self.geometry
     }
 
+    /// [`Self::sample`] of packed RGB with [`hpass_rgb`].
+    #[inline(always)]
+    fn sample_rgb(&mut self, out: &mut [f32], px: &[u8], w: usize) {
+        self.sample_with(out, |y, cols, buf| {
+            if let Some(row) = px.get(3 * w * y..3 * w * (y + 1)) {
+                hpass_rgb(row, &cols.taps, buf);
+            }
+        })
+    }
+
+    /// [`Self::sample_rgb`] compiled for AVX2: eight lanes where the baseline has four, the same
+    /// operations in the same order, so the same bits (a test compares them).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn sample_rgb_avx2(&mut self, out: &mut [f32], px: &[u8], w: usize) {
+        self.sample_rgb(out, px, w)
+    }
+
     /// Bilinear sampling in two passes, the same arithmetic as one: each output row blends two source
     /// rows that were first interpolated horizontally (`top` and `bot` below), and a source row is
     /// interpolated once however many output rows use it (an upscaled axis reuses most). The row buffers
@@ -221,6 +247,22 @@ impl Preprocessor {
     /// vectorizes.
     #[inline(always)]
     fn sample<F: Fn(usize, usize) -> [f32; 3]>(&mut self, out: &mut [f32], fetch: F) {
+        let ow = self.spec.width;
+        // One source row interpolated along x into `buf` (channel c at c * ow + ox).
+        self.sample_with(out, |y, cols, buf| {
+            for (ox, &(x0, x1, fx)) in cols.taps.iter().enumerate() {
+                let (a, b) = (fetch(x0 as usize, y), fetch(x1 as usize, y));
+                for c in 0..3 {
+                    buf[c * ow + ox] = a[c] + (b[c] - a[c]) * fx;
+                }
+            }
+        })
+    }
+
+    /// [`Self::sample`] with the horizontal pass given: `hpass(y, cols, buf)` interpolates source row `y`
+    /// along x into `buf` (channel c at c * width + ox).
+    #[inline(always)]
+    fn sample_with<H: Fn(usize, &Axis, &mut [f32])>(&mut self, out: &mut [f32], hpass: H) {
         let (ow, oh) = (self.spec.width, self.spec.height);
         let plane = ow * oh;
         let s = &self.spec;
@@ -233,15 +275,7 @@ impl Preprocessor {
         };
         let pad = [s.pad * mul[0] + add[0], s.pad * mul[1] + add[1], s.pad * mul[2] + add[2]];
         let cols = &self.cols;
-        // One source row interpolated along x into `buf` (channel c at c * ow + ox).
-        let hpass = |y: usize, buf: &mut [f32]| {
-            for (ox, &(x0, x1, fx)) in cols.taps.iter().enumerate() {
-                let (a, b) = (fetch(x0 as usize, y), fetch(x1 as usize, y));
-                for c in 0..3 {
-                    buf[c * ow + ox] = a[c] + (b[c] - a[c]) * fx;
-                }
-            }
-        };
+        let hpass = |y: usize, buf: &mut [f32]| hpass(y, cols, buf);
         let [ra, rb] = &mut self.row_bufs;
         for oy in 0..oh {
             let (y0, y1, fy) = self.rows.taps[oy];
@@ -277,9 +311,11 @@ impl Preprocessor {
                     let v = (t + (b - t) * fy + ROUND) - ROUND;
                     *d = v * mul[c] + add[c];
                 }
-                for (d, &inside) in dst.iter_mut().zip(&cols.inside) {
-                    if !inside {
-                        *d = pad[c];
+                if cols.padded {
+                    for (d, &inside) in dst.iter_mut().zip(&cols.inside) {
+                        if !inside {
+                            *d = pad[c];
+                        }
                     }
                 }
             }
@@ -287,6 +323,53 @@ impl Preprocessor {
         // The next frame's pixels differ: forget which rows the buffers hold.
         ra.0 = None;
         rb.0 = None;
+    }
+}
+
+/// The horizontal pass for packed RGB, the format MJPEG decodes to: [`Preprocessor::sample`]'s
+/// arithmetic (`a + (b - a) * fx` per channel, from the same 8-bit values), eight output columns at a
+/// time. The bytes of the eight column pairs are gathered first, then converted and interpolated as
+/// whole rows of lanes, which the compiler vectorizes; gathering, converting and interpolating one
+/// column at a time, as the generic pass does, stays scalar (`perf`: 11% of a whole run's CPU for a
+/// 1920x1080 clip, a quarter as much as inference).
+#[inline(always)]
+fn hpass_rgb(row: &[u8], taps: &[(u32, u32, f32)], buf: &mut [f32]) {
+    const L: usize = 8;
+    let ow = taps.len();
+    let (r, rest) = buf.split_at_mut(ow.min(buf.len()));
+    let (g, b) = rest.split_at_mut(ow.min(rest.len()));
+    let mut chunks = taps.chunks_exact(L);
+    let outs = r.chunks_exact_mut(L).zip(g.chunks_exact_mut(L)).zip(b.chunks_exact_mut(L));
+    for (chunk, ((r, g), b)) in (&mut chunks).zip(outs) {
+        let (mut a, mut d, mut f) = ([[0u8; L]; 3], [[0u8; L]; 3], [0f32; L]);
+        for (l, &(x0, x1, fx)) in chunk.iter().enumerate() {
+            let (i0, i1) = (3 * x0 as usize, 3 * x1 as usize);
+            if let (Some(&[p0, p1, p2]), Some(&[q0, q1, q2])) = (
+                row.get(i0..i0 + 3).map(<[u8; 3]>::try_from).and_then(Result::ok).as_ref(),
+                row.get(i1..i1 + 3).map(<[u8; 3]>::try_from).and_then(Result::ok).as_ref(),
+            ) {
+                (a[0][l], a[1][l], a[2][l]) = (p0, p1, p2);
+                (d[0][l], d[1][l], d[2][l]) = (q0, q1, q2);
+            }
+            f[l] = fx;
+        }
+        for ((dst, a), d) in [r, g, b].into_iter().zip(&a).zip(&d) {
+            for (((o, &a), &d), &f) in dst.iter_mut().zip(a).zip(d).zip(&f) {
+                let (a, d) = (a as f32, d as f32);
+                *o = a + (d - a) * f;
+            }
+        }
+    }
+    // The last columns (fewer than eight), one at a time.
+    let done = ow - chunks.remainder().len();
+    for (k, &(x0, x1, fx)) in chunks.remainder().iter().enumerate() {
+        let (i0, i1) = (3 * x0 as usize, 3 * x1 as usize);
+        for c in 0..3 {
+            if let (Some(&p), Some(&q), Some(o)) = (row.get(i0 + c), row.get(i1 + c), buf.get_mut(c * ow + done + k)) {
+                let (a, d) = (p as f32, q as f32);
+                *o = a + (d - a) * fx;
+            }
+        }
     }
 }
 
@@ -338,6 +421,50 @@ mod tests {
         p.run(&fr, &mut out);
         // Output x=0 samples source x=0.5: mean of 0 and 200 = 100 -> 100/100 - 1 = 0.
         assert!((out[0] - 0.0).abs() < 1e-6, "{out:?}");
+    }
+
+    /// The packed-RGB pass (eight columns at a time, AVX2 where the CPU has it) gives the generic pass's
+    /// bits, over downscaling, upscaling, letterboxing and widths that leave a remainder.
+    #[test]
+    fn rgb_pass_matches_the_generic_pass_bit_for_bit() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (sw, sh, ow, oh, resize) in [
+            (37, 23, 16, 11, Resize::Stretch),
+            (13, 7, 20, 30, Resize::Stretch),
+            (50, 20, 24, 24, Resize::Letterbox),
+            (640, 360, 352, 352, Resize::Stretch),
+        ] {
+            let fr = rgb_frame(sw, sh, |x, y| [(x * 7 + y) as u8, (x * y % 251) as u8, ((x * 13 + y * 5) % 256) as u8]);
+            let mut s = spec(ow, oh, ColorOrder::Bgr, resize);
+            (s.scale, s.mean, s.std, s.pad) = (1.0 / 255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 114.0);
+            let mut p = Preprocessor::new(s);
+            let mut fast = vec![0.0; p.tensor_len()];
+            p.run(&fr, &mut fast);
+            let (px, w) = (fr.pixels(), sw as usize);
+            let mut generic = vec![0.0; p.tensor_len()];
+            p.sample(&mut generic, |x, y| {
+                let i = 3 * (y * w + x);
+                [px[i] as f32, px[i + 1] as f32, px[i + 2] as f32]
+            });
+            assert_eq!(bits(&fast), bits(&generic), "{sw}x{sh} -> {ow}x{oh} {resize:?}");
+            let mut baseline = vec![0.0; p.tensor_len()];
+            p.sample_rgb(&mut baseline, px, w);
+            assert_eq!(bits(&baseline), bits(&generic), "baseline build, {sw}x{sh} -> {ow}x{oh}");
+            // The tensor holds whole 8-bit levels, which hide a small change of the pass: compare the
+            // interpolated rows themselves too.
+            let (mut ours, mut theirs) = (vec![0.0; 3 * ow], vec![0.0; 3 * ow]);
+            for y in 0..sh as usize {
+                hpass_rgb(&px[3 * w * y..3 * w * (y + 1)], &p.cols.taps, &mut ours);
+                for (ox, &(x0, x1, fx)) in p.cols.taps.iter().enumerate() {
+                    for c in 0..3 {
+                        let (a, b) =
+                            (px[3 * (y * w + x0 as usize) + c] as f32, px[3 * (y * w + x1 as usize) + c] as f32);
+                        theirs[c * ow + ox] = a + (b - a) * fx;
+                    }
+                }
+                assert_eq!(bits(&ours), bits(&theirs), "row {y} of {sw}x{sh} -> {ow}x{oh}");
+            }
+        }
     }
 
     #[test]

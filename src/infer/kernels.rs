@@ -11,19 +11,21 @@
 //! [`substitute`] swaps them into a decluttered model before tract's own optimizer runs, so they
 //! cost nothing at run time beyond their eval, and a model without such nodes is left as it was.
 //!
-//! How, for the convolutions: each channel's input plane is copied once into zero-padded *phase
-//! planes*, one per (row, column) phase of the stride, so that for every tap of the kernel the inputs of
-//! consecutive outputs are consecutive in memory. Depthwise, the output is computed on a grid as wide as
-//! a phase plane, one tap at a time: each tap is one long multiply-add of the grid, which stays in L1,
-//! with a run of a phase plane; then the grid's valid columns are copied out. The grid's extra columns
-//! are the price (2 to 4 of 24 on the head's planes). Dense, the other way round: a block of 8 output
-//! channels and a run of 8 or 16 output columns is held in registers through all its taps, so each load
+//! How, for the convolutions: the input is split into zero-padded *phases* of the stride, so that for
+//! every tap of the kernel the inputs of consecutive outputs are consecutive in memory. Depthwise, each
+//! channel's plane is copied once into its phase planes, and the output is computed on a grid as wide
+//! as a phase plane, one tap at a time: each tap is one long multiply-add of the grid, which stays in
+//! L1, with a run of a phase plane; then the grid's valid columns are copied out. The grid's extra
+//! columns are the price (2 to 4 of 24 on the head's planes). Dense, the other way round: only the
+//! rows the current output row needs are split, into a ring of a few KiB, and a block of 8 output
+//! channels by a run of 8 or 16 output columns is held in registers through all its taps, so each load
 //! of inputs feeds 8 multiply-adds (0.64-0.66 ms against tract's 0.98 for the first convolution, same
-//! runs' neighbours as the yardstick). For the pool, separably: each input row is pooled along x once,
+//! runs' neighbours as the yardstick; whole phase planes there cost 1.5 MB of scratch an engine, hence
+//! the ring). For the pool, separably: each input row is pooled along x once,
 //! and each output row is the max of `kh` pooled rows, so its large input is read once, in order (the
 //! phase planes copied it and read it nine times: 0.75-0.9 ms against 1.5-1.6 ms in the same loaded
-//! runs). The vector instructions are chosen at run time ([`Simd`]): AVX-512F or AVX2 on an x86-64 that
-//! has them, NEON on aarch64. The arithmetic is a plain multiply then add, in tap order, so every build
+//! runs). The vector instructions are chosen at run time ([`Simd`]): AVX-512F (the convolutions) or
+//! AVX2 on an x86-64 that has them, NEON on aarch64. The arithmetic is a plain multiply then add, in tap order, so every build
 //! gives the same bits (a test checks it for each variant the CPU can run).
 //!
 //! Tried and not kept (`lookout bench --ops`, the same runs' OptMatMul as the yardstick): all taps of
@@ -296,14 +298,33 @@ fn taps_avx512(acc: &mut [[f32; 16]; DENSE_CB], planes: &[f32], g: usize, offs: 
     }
 }
 
+/// One padded input row (`src`, `None` for a padding row) split into its `sw` column phases, each a row of
+/// `rl` values in `dst` (phase `rx` holds padded columns `rx`, `rx + sw`, ...), zero where padded.
+#[inline(always)]
+fn phase_row(src: Option<&[f32]>, pad_left: usize, sw: usize, rl: usize, dst: &mut [f32]) {
+    dst.fill(0.0);
+    let Some(src) = src else { return };
+    for rx in 0..sw {
+        // The first input column that lands in phase `rx`, and where it lands.
+        let ix0 = (rx + sw - pad_left % sw) % sw;
+        let start = rx * rl + (ix0 + pad_left) / sw;
+        let (Some(d), Some(s)) = (dst.get_mut(start..(rx + 1) * rl), src.get(ix0..)) else { continue };
+        for (d, &v) in d.iter_mut().zip(s.iter().step_by(sw)) {
+            *d = v;
+        }
+    }
+}
+
 /// Dense convolution of `cin` input planes into `cout` output planes (one batch item). `packed` holds the
 /// weights by block of [`DENSE_CB`] output channels, tap-major inside a block (`[block][ci * k + t][c]`,
 /// zero past `cout`), `bias` is `[cout]`.
 ///
-/// Each input channel is copied once into its phase planes, as for the depthwise kernel; then for each
-/// run of `PX` outputs of a row and each block of output channels, every tap is one load of
-/// `PX` consecutive inputs, multiplied into all the block's accumulators, which stay in
-/// registers: a load feeds 8 multiply-adds, where the depthwise kernel's feeds one.
+/// The padded input rows an output row needs (`kh` per input channel) are kept split into their column
+/// phases in a small ring (row `py` in slot `py % kh`; each input row is split once), so for every tap
+/// the inputs of consecutive outputs are consecutive in memory; the ring is a few KiB, in L1. Then for
+/// each run of `PX` outputs of a row and each block of output channels, every tap is one load of `PX`
+/// consecutive inputs, multiplied into all the block's accumulators, which stay in registers: a load
+/// feeds 8 multiply-adds, where the depthwise kernel's feeds one.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dense_planes<const PX: usize>(
@@ -317,43 +338,61 @@ fn dense_planes<const PX: usize>(
     scratch: &mut Vec<f32>,
     block_taps: impl Fn(&mut [[f32; PX]; DENSE_CB], &[f32], usize, &[usize], &[f32]),
 ) {
-    let Some(mut l) = win.layout(h, w) else { return };
-    // A run of the last row's last block may read up to PX past the grid.
-    l.plane_len += PX;
-    let per_chan = win.sh * win.sw * l.plane_len;
-    let taps = win.tap_offsets(&l);
-    let mut offs: heapless::Vec<usize, DENSE_MAX_TAPS> = heapless::Vec::new();
-    for ci in 0..cin {
-        for &t in &taps {
-            if offs.push(ci * per_chan + t).is_err() {
-                return; // more taps than `dense_of` admits
+    let Some((oh, ow)) = win.output_hw(h, w) else { return };
+    let (kh, kw, sw) = (win.kh, win.kw, win.sw);
+    let pws = (w + win.pad[1] + win.pad[3]).div_ceil(sw);
+    // A phase row: every padded column of its phase, and room for the last run of a row to read `PX`
+    // past the last output.
+    let rl = pws.max(ow + (kw - 1) / sw) + PX;
+    let row_set = sw * rl;
+    scratch.resize(cin * kh * row_set, 0.0);
+    let ntaps = cin * kh * kw;
+    let block_len = ntaps * DENSE_CB;
+    let plane_out = oh * ow;
+    // Padded rows split so far: 0..next.
+    let mut next = 0;
+    for oy in 0..oh {
+        let first = oy * win.sh;
+        next = next.max(first);
+        while next < first + kh {
+            let iy = next.checked_sub(win.pad[0]).filter(|&y| y < h);
+            for ci in 0..cin {
+                let at = (ci * kh + next % kh) * row_set;
+                let src = iy.and_then(|y| input.get((ci * h + y) * w..(ci * h + y + 1) * w));
+                let Some(dst) = scratch.get_mut(at..at + row_set) else { return };
+                phase_row(src, win.pad[1], sw, rl, dst);
+            }
+            next += 1;
+        }
+        // Where each tap's input run starts in the ring for this output row, in weight order.
+        let mut offs: heapless::Vec<usize, DENSE_MAX_TAPS> = heapless::Vec::new();
+        for ci in 0..cin {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = (ci * kh + (first + ky) % kh) * row_set;
+                    if offs.push(row + (kx % sw) * rl + kx / sw).is_err() {
+                        return; // more taps than `dense_replacement` admits
+                    }
+                }
             }
         }
-    }
-    let block_len = offs.len() * DENSE_CB;
-    scratch.resize(cin * per_chan, 0.0);
-    scratch.fill(0.0);
-    for (inp, planes) in input.chunks_exact(h * w).zip(scratch.chunks_exact_mut(per_chan)) {
-        scatter(win, &l, inp, w, planes);
-    }
-    let planes = &scratch[..];
-    let plane_out = l.oh * l.ow;
-    for oy in 0..l.oh {
-        for ox in (0..l.ow).step_by(PX) {
-            let g = oy * l.pws + ox;
-            let n = PX.min(l.ow - ox);
+        if offs.len() != ntaps {
+            return;
+        }
+        for ox in (0..ow).step_by(PX) {
+            let n = PX.min(ow - ox);
             for (cb, wblk) in packed.chunks_exact(block_len).enumerate() {
                 let mut acc = [[0f32; PX]; DENSE_CB];
                 for (c, a) in acc.iter_mut().enumerate() {
                     *a = [bias.get(cb * DENSE_CB + c).copied().unwrap_or(0.0); PX];
                 }
-                block_taps(&mut acc, planes, g, &offs, wblk);
+                block_taps(&mut acc, scratch, ox, &offs, wblk);
                 for (c, a) in acc.iter().enumerate() {
                     let co = cb * DENSE_CB + c;
                     if co >= cout {
                         break;
                     }
-                    let at = co * plane_out + oy * l.ow + ox;
+                    let at = co * plane_out + oy * ow + ox;
                     if let (Some(dst), Some(src)) = (out.get_mut(at..at + n), a.get(..n)) {
                         dst.copy_from_slice(src);
                     }
@@ -460,7 +499,7 @@ fn step(m: f32, v: f32) -> f32 {
 /// the same operations in the same order and gives the same bits, only more lanes at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
-    /// x86-64 with AVX-512F (Zen 4, Ice Lake and later servers): 16 lanes.
+    /// x86-64 with AVX-512F and AVX2 (Zen 4, Ice Lake and later servers): 16 lanes.
     Avx512,
     /// x86-64 with AVX2: 8 lanes.
     Avx2,
@@ -471,7 +510,7 @@ enum Simd {
 fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512f") {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx2") {
             return Simd::Avx512;
         }
         if std::is_x86_feature_detected!("avx2") {
@@ -518,9 +557,23 @@ simd_kernel!(depthwise, depthwise_avx2, depthwise_avx512, depthwise_planes, (
     win: &Window, hw: (usize, usize), input: &[f32], weights: &[f32], bias: &[f32], out: &mut [f32],
     scratch: &mut Vec<f32>
 ));
-simd_kernel!(maxpool, maxpool_avx2, maxpool_avx512, maxpool_planes, (
-    win: &Window, hw: (usize, usize), input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>
-));
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn maxpool_avx2(win: &Window, hw: (usize, usize), input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+    maxpool_planes(win, hw, input, out, scratch)
+}
+
+/// The pool on AVX2 even where the CPU has AVX-512F: built for AVX-512 it was no faster (`lookout
+/// bench --ops`, three runs each on a busy machine: 0.40-0.49 ms against 0.34-0.39).
+fn maxpool(win: &Window, hw: (usize, usize), input: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+    match simd() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX2 (`simd` found it, with or without AVX-512F).
+        Simd::Avx512 | Simd::Avx2 => unsafe { maxpool_avx2(win, hw, input, out, scratch) },
+        _ => maxpool_planes(win, hw, input, out, scratch),
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -1129,7 +1182,8 @@ mod tests {
                     } else {
                         dense_avx512(&win, (h, w), (cin, cout), &input, p, b, &mut got.0, &mut scratch);
                         depthwise_avx512(&win, (h, w), &input, &dw_weights, &b[..cin], &mut got.1, &mut scratch);
-                        maxpool_avx512(&win, (h, w), &input, &mut got.2, &mut scratch);
+                        maxpool(&win, (h, w), &input, &mut got.2, &mut scratch);
+                        // AVX2 there too
                     }
                 }
                 assert_eq!(bits(&got.0), bits(&base.0), "dense, {run}, case {i}");
