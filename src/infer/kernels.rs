@@ -34,11 +34,11 @@
 //! first convolution (1.9 ms against 1.5 ms for tract's `DirectSpatialConv` then); 16 dense lanes left
 //! to the compiler under AVX-512 (it splits them into AVX2 registers and spills: 10.6 ms). The first
 //! convolution, its ReLU and the max pool fused into one op (each convolution row through the ReLU and
-//! pooled as it is made, so the 3 MB convolution output is never written; the same values, a test
-//! showed): 3.5% less wall time over 1500 frames of the shipped clip (whole process, 5 interleaved pairs
-//! on a loaded machine: 0.965, range 0.957-1.001) but 5.7 MiB more peak memory (60.2 against 54.5):
-//! without the 3 MB block each run started with, glibc's per-thread arena lays out tract's ~770
-//! allocations of a run less tightly (an engine's arena 11.6 MB resident against 9.0).
+//! pooled as it is made, so the 3 MB convolution output is never written; equal values in that
+//! change's test): 3.5% less wall time over 1500 frames of the shipped clip (whole process, 5 interleaved
+//! pairs on a loaded machine: 0.965, range 0.957-1.001) but 5.7 MiB more peak memory (60.2 against 54.5
+//! MiB median): without the 3 MB block each run started with, glibc's per-thread arena lays out tract's
+//! ~770 allocations of a run less tightly (an engine's arena 11648 KiB resident against 8952, smaps).
 //!
 //! Where they run: `[inference] kernels` (`crate::infer::Kernels`): by default on x86-64 only, where they
 //! were measured; on ARM tract has NEON depthwise kernels of its own and no board here could time both.
