@@ -331,6 +331,9 @@ impl Model {
         crate::metrics::log_memory("reading the model");
         let engine = Engine::load(&bytes, manifest.input.shape, manifest.decoder.outputs.len(), kernels)
             .map_err(|source| ModelError::Load { path: manifest.file.clone(), source })?;
+        // tract's reader and optimizer are done with: their code need not stay resident.
+        let code_kb = crate::metrics::release_code_pages();
+        log::debug!("{code_kb} KiB of code pages dropped after loading");
         crate::metrics::log_memory("loading the model into tract");
         // The labels must be the model's classes: a count that does not match decodes to nothing (or
         // to the wrong classes) forever.
@@ -372,6 +375,7 @@ impl Model {
     pub fn load_checked_with(source: &ModelSource, kernels: Kernels) -> Result<(Model, SelfTestReport), ModelError> {
         let mut m = Model::load_with(source, kernels)?;
         let report = m.self_test()?;
+        crate::metrics::log_memory("the self-test run");
         Ok((m, report))
     }
 

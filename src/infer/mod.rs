@@ -97,20 +97,32 @@ impl Engine {
     /// kernels where `kernels` says) and checks that it has `n_outputs` f32 outputs.
     pub fn load(onnx: &[u8], shape: [usize; 4], n_outputs: usize, kernels: Kernels) -> anyhow::Result<Engine> {
         use anyhow::Context;
-        let mut model = tract_onnx::onnx()
+        let t0 = std::time::Instant::now();
+        let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .context("tract could not read the ONNX model")?
             .with_input_fact(0, f32::fact(shape).into())
-            .context("setting the input shape")?
-            .into_typed()
-            .context("tract could not type the model")?
-            .into_decluttered()
-            .context("tract could not simplify the model")?;
+            .context("setting the input shape")?;
+        let t1 = std::time::Instant::now();
+        let model = model.into_typed().context("tract could not type the model")?;
+        let t2 = std::time::Instant::now();
+        let mut model = model.into_decluttered().context("tract could not simplify the model")?;
+        let t3 = std::time::Instant::now();
         if kernels.lookouts() {
             let replaced = kernels::substitute(&mut model).context("substituting lookout's kernels")?;
             log::debug!("{replaced} nodes run on lookout's kernels");
         }
+        let t4 = std::time::Instant::now();
         model.optimize().context("tract could not optimize the model")?;
+        let t5 = std::time::Instant::now();
+        log::debug!(
+            "tract: read {:?}, typed {:?}, decluttered {:?}, lookout's kernels {:?}, optimized {:?}",
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+            t5 - t4
+        );
         anyhow::ensure!(
             model.outputs.len() == n_outputs,
             "the model has {} outputs, the manifest lists {n_outputs}",

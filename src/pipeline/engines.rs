@@ -261,7 +261,10 @@ pub fn inference_loop(
             let job = decide(&mut analyzer, job, stats, &mut report.timings);
             next_decide = next_decide.saturating_add(1);
             let t = Instant::now();
-            report.first_decision.get_or_insert(t);
+            if report.first_decision.is_none() {
+                report.first_decision = Some(t);
+                crate::metrics::log_memory("the first decision");
+            }
             (report.last_decision, report.decided) = (Some(t), next_decide);
             free.push(job);
             let c = alloc::counts();

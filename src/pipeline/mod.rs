@@ -674,6 +674,7 @@ pub fn run(
             return Err(e);
         }
     };
+    crate::metrics::log_memory("starting the capture thread");
     let infer = catch_unwind(AssertUnwindSafe(|| {
         engines::inference_loop(cfg, analyzer, &ring, frame_size, &stats, stop, notifier, faults)
     }));
