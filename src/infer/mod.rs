@@ -52,9 +52,23 @@ impl std::fmt::Debug for Input {
 /// A loaded, optimized model with its input tensor and the outputs of the last run.
 pub struct Engine {
     state: TypedSimpleState,
+    /// This engine's planned memory for tract's run (`crate::metrics::runplan`), if a slot was free.
+    plan_slot: Option<usize>,
     input: Arc<Tensor>,
     outputs: TVec<TValue>,
     output_lens: Vec<usize>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The outputs may be blocks of the engine's region: let go of them first, so it can be unmapped.
+        self.outputs.clear();
+        if let Some(i) = self.plan_slot {
+            let (plans, bytes) = crate::metrics::runplan::plans(i);
+            log::debug!("engine's run memory: {plans} plan(s) made, the last {} KiB", bytes / 1024);
+            crate::metrics::runplan::release_slot(i);
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,7 +156,8 @@ impl Engine {
         let plan = model.into_runnable().context("tract could not plan the model")?;
         let state = SimpleState::new(&plan).context("tract could not make a run state")?;
         let input = Arc::new(Tensor::zero::<f32>(&shape)?);
-        Ok(Engine { state, input, outputs: tvec!(), output_lens })
+        let plan_slot = crate::metrics::runplan::take_slot();
+        Ok(Engine { state, plan_slot, input, outputs: tvec!(), output_lens })
     }
 
     /// The input tensor's memory, to be filled by preprocessing.
@@ -169,7 +184,7 @@ impl Engine {
     fn run_tensor(&mut self, input: Arc<Tensor>) -> Result<(), InferError> {
         self.outputs.clear();
         let state = &mut self.state;
-        let out = crate::metrics::alloc::in_tract(|| state.run(tvec!(TValue::from_const(input))))
+        let out = crate::metrics::alloc::in_run(self.plan_slot, || state.run(tvec!(TValue::from_const(input))))
             .map_err(|e| InferError::Run(format!("{e:#}")))?;
         self.outputs = out;
         Ok(())
@@ -184,7 +199,14 @@ impl Engine {
     pub fn fork(&self) -> anyhow::Result<Engine> {
         let state = SimpleState::new(self.state.plan())?;
         // The parent's input, shared: a fork runs on `Input`s (`run_input`); `input_mut` would copy it.
-        Ok(Engine { state, input: self.input.clone(), outputs: tvec!(), output_lens: self.output_lens.clone() })
+        let plan_slot = crate::metrics::runplan::take_slot();
+        Ok(Engine {
+            state,
+            plan_slot,
+            input: self.input.clone(),
+            outputs: tvec!(),
+            output_lens: self.output_lens.clone(),
+        })
     }
 
     /// Times every node of the plan over `runs` runs of the current input: (op name, total time, nodes),

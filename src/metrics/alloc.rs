@@ -10,6 +10,8 @@
 //! arena and the counters do nothing and allocations go to that allocator as usual.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+
+use super::runplan;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -31,6 +33,8 @@ static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static IN_TRACT: Cell<bool> = const { Cell::new(false) };
+    /// The engine whose run this thread is in ([`in_run`]): its run-plan slot + 1; 0: none.
+    static RUN_SLOT: Cell<usize> = const { Cell::new(0) };
     /// The arena this thread allocates from (an index into RANGES + 1; 0: none).
     static ARENA: Cell<usize> = const { Cell::new(0) };
 }
@@ -54,6 +58,52 @@ pub fn in_tract<R>(f: impl FnOnce() -> R) -> R {
     let r = f();
     IN_TRACT.with(|c| c.set(before));
     r
+}
+
+/// Runs `f` (an engine's tract run), its allocations counted as tract's and its large blocks served from
+/// the engine's planned region when `slot` (from [`super::runplan::take_slot`]) is given (see
+/// [`super::runplan`]).
+pub fn in_run<R>(slot: Option<usize>, f: impl FnOnce() -> R) -> R {
+    let Some(i) = slot else { return in_tract(f) };
+    runplan::begin(i);
+    let before = RUN_SLOT.with(|c| c.replace(i.saturating_add(1)));
+    let r = in_tract(f);
+    RUN_SLOT.with(|c| c.set(before));
+    runplan::end(i);
+    r
+}
+
+/// The run-plan slot of the run this thread is in, if any.
+fn run_slot() -> Option<usize> {
+    RUN_SLOT.try_with(Cell::get).ok()?.checked_sub(1)
+}
+
+/// A large block of a planned run: the plan's, or the heap's (recorded, when the run is recorded).
+fn planned_alloc(l: Layout, zeroed: bool) -> Option<*mut u8> {
+    // Blocks aligned more strictly than a plan places them are the heap's, in every run alike.
+    if l.size() < runplan::MIN || l.align() > runplan::ALIGN {
+        return None;
+    }
+    let i = run_slot()?;
+    if let Some(p) = runplan::alloc(i, l.size(), l.align()) {
+        if zeroed {
+            // SAFETY: the planned block is at least `l.size()` bytes and ours alone.
+            unsafe { p.write_bytes(0, l.size()) };
+        }
+        return Some(p);
+    }
+    // SAFETY: forwarded as is.
+    let p = unsafe {
+        if zeroed {
+            System.alloc_zeroed(l)
+        } else {
+            System.alloc(l)
+        }
+    };
+    if !p.is_null() {
+        runplan::recorded(i, p, l.size());
+    }
+    Some(p)
 }
 
 fn count() {
@@ -127,6 +177,9 @@ unsafe impl GlobalAlloc for Counting {
             return p;
         }
         count();
+        if let Some(p) = planned_alloc(l, false) {
+            return p;
+        }
         // SAFETY: forwarded as is.
         unsafe { System.alloc(l) }
     }
@@ -138,12 +191,16 @@ unsafe impl GlobalAlloc for Counting {
             return p;
         }
         count();
+        if let Some(p) = planned_alloc(l, true) {
+            return p;
+        }
         // SAFETY: forwarded as is.
         unsafe { System.alloc_zeroed(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         let in_arena = ARENA.try_with(Cell::get).unwrap_or(0) != 0;
-        if in_arena || arena_of(p).is_some() {
+        let planned = run_slot().is_some() && l.size().max(n) >= runplan::MIN;
+        if in_arena || planned || arena_of(p).is_some() || runplan::is_planned(p) {
             // SAFETY: `n` with the old alignment is a valid layout (the caller's contract).
             let new_l = unsafe { Layout::from_size_align_unchecked(n, l.align()) };
             // SAFETY: as `alloc`.
@@ -167,7 +224,15 @@ unsafe impl GlobalAlloc for Counting {
             }
             return;
         }
-        // SAFETY: not an arena block, so `System` gave it.
+        if runplan::free(p) {
+            return;
+        }
+        if l.size() >= runplan::MIN && l.align() <= runplan::ALIGN {
+            if let Some(i) = run_slot() {
+                runplan::heap_freed(i, p);
+            }
+        }
+        // SAFETY: not an arena block nor a planned one, so `System` gave it.
         unsafe { System.dealloc(p, l) }
     }
 }

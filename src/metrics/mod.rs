@@ -5,6 +5,7 @@
 //! allocation it reports. A [`Histogram`] is a fixed array of 10 µs buckets allocated once.
 
 pub mod alloc;
+pub mod runplan;
 
 use std::time::Duration;
 
