@@ -5,7 +5,9 @@
 //! only write pixels into the input tensor and run the prepared plan. The input tensor is kept between
 //! frames and handed to tract as a shared value; tract lets go of it when a run ends, so the next frame's
 //! preprocessing writes into the same memory. tract still allocates its intermediate and output tensors in
-//! each run (measured in `tests/steady_state.rs`), which is the one place the steady state allocates.
+//! each run (measured in `tests/steady_state.rs`), which is the one place the steady state allocates; in
+//! the `lookout` binary the large ones come from the engine's planned region (`crate::metrics::runplan`:
+//! the same memory every frame, laid out once).
 //! Every output must be f32 (quantized models must end in DequantizeLinear, as QDQ exports do).
 //!
 //! Several engines ([`Engine::fork`]) share one optimized plan, so its weights are in memory once; each

@@ -105,9 +105,9 @@ pub fn peak_rss_kb() -> u64 {
 /// the code pages start-up touched ([`release_code_pages`]).
 ///
 /// The C heap is otherwise left as glibc sets it up: each thread that allocates gets an arena of its own,
-/// so each engine's tract run (about 1200 allocations, the same sizes in the same order every frame)
-/// lays its tensors out the same way every frame, and the resident size is fixed from the first frames
-/// on. One arena for all threads (`M_ARENA_MAX` 1, what this did before) interleaves two engines' runs
+/// so each engine's tract run (about 770 allocations, the same sizes in the same order every frame) lays
+/// its small blocks out the same way every frame (its large ones are planned: [`runplan`]), and the
+/// resident size is fixed from the first frames on. One arena for all threads (`M_ARENA_MAX` 1, what this did before) interleaves two engines' runs
 /// in one heap in an order that depends on timing; under load the heap then grew by a tensor's size
 /// (2.9 MB, MaxPool's input) now and then, long after warm-up: a 12000-frame soak with two busy loops
 /// beside it grew 2420 KiB with one arena and 0 with one per thread (peak RSS alike: 62576-65052 KiB).

@@ -34,8 +34,10 @@ const SLOTS: usize = 8;
 const CAP: usize = 512;
 /// Planned blocks alive at once.
 const LIVE_CAP: usize = 128;
-/// Address space reserved for an engine's region: only the pages a plan uses become resident.
-const RESERVE: usize = 256 << 20;
+/// Address space reserved for an engine's region (`MAP_NORESERVE`: only the pages a plan uses become
+/// resident or count as committed): 1 GiB on 64-bit, 64 MiB on a 32-bit board, whose 3 GiB of address
+/// space several engines share. A run that needs more is the heap's.
+const RESERVE: usize = if cfg!(target_pointer_width = "64") { 1 << 30 } else { 64 << 20 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
