@@ -60,6 +60,7 @@ pub fn report(s: &Summary, model: &str) -> Value {
         "corrupt": s.corrupt,
         "alerts": s.alerts,
         "engine_rss_kb": r.engine_rss_kb,
+        "engine_plan_kb": crate::metrics::runplan::largest_plan_kb(),
         "alloc_window_frames": r.allocs.map_or(0, |w| w.frames),
         "jpeg_arena_overflows": alloc::Arena::overflows(),
         "stages_ms": {

@@ -466,6 +466,22 @@ mod tests {
     }
 
     #[test]
+    fn an_engine_that_let_go_of_its_input_gets_a_new_one_and_still_passes_its_self_test() {
+        let (mut m, first) = Model::load_checked(&ModelSource::Builtin).unwrap();
+        m.engine.drop_input();
+        // A run without an input: zeros, of the model's shape (tract accepts it).
+        m.engine.run().unwrap();
+        // Preprocessing writes a whole new input, and the self-test gives what it gave before.
+        m.engine.drop_input();
+        let again = m.self_test().unwrap();
+        assert_eq!(again.outputs.len(), first.outputs.len());
+        for (a, b) in again.outputs.iter().zip(&first.outputs) {
+            assert_eq!((a.1, a.2), (b.1, b.2));
+            assert!((a.3 - b.3).abs() < 1e-6);
+        }
+    }
+
+    #[test]
     fn sha256_of_known_input() {
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }

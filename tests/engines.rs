@@ -150,6 +150,10 @@ fn bench_json_reports_every_key_and_no_allocation_outside_tract() {
     assert_eq!(v["jpeg_arena_overflows"].as_u64(), Some(0), "{v}");
     assert!(v["allocs_per_frame_tract"].as_f64().unwrap() > 0.0, "tract's own are counted apart: {v}");
     assert_eq!(v["dropped"].as_u64(), Some(0), "a file read as fast as it goes drops nothing: {v}");
+    // The engines' runs are planned (metrics::runplan): FastestDet's large tensors alive at once are
+    // about 3.6 MiB, far less than the process.
+    let plan = v["engine_plan_kb"].as_u64().unwrap();
+    assert!(plan > 1024 && plan < v["peak_rss_kb"].as_u64().unwrap() / 4, "{v}");
     // The people's report says the same.
     let out = lookout(&["bench", "--source", "tests/data/bikes.mjpeg", "--frames", &frames]);
     let report = text(&out.stdout);

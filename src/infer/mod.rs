@@ -56,7 +56,10 @@ pub struct Engine {
     state: TypedSimpleState,
     /// This engine's planned memory for tract's run (`crate::metrics::runplan`), if a slot was free.
     plan_slot: Option<usize>,
-    input: Arc<Tensor>,
+    /// The engine's own input tensor: `None` once let go of ([`Engine::drop_input`]); made again, zeros,
+    /// if the engine is asked for it after that.
+    input: Option<Arc<Tensor>>,
+    shape: TVec<usize>,
     outputs: TVec<TValue>,
     output_lens: Vec<usize>,
 }
@@ -75,7 +78,7 @@ impl Drop for Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("input", &self.input.shape()).field("output_lens", &self.output_lens).finish()
+        f.debug_struct("Engine").field("input", &self.shape).field("output_lens", &self.output_lens).finish()
     }
 }
 
@@ -103,6 +106,11 @@ impl Kernels {
             Kernels::Tract => false,
         }
     }
+}
+
+/// A zero f32 tensor of `shape` (a scalar should the allocation fail: a run then reports a shape error).
+fn zeros(shape: &[usize]) -> Tensor {
+    Tensor::zero::<f32>(shape).unwrap_or_default()
 }
 
 /// tract's version, for `--version` and logs.
@@ -157,24 +165,28 @@ impl Engine {
         }
         let plan = model.into_runnable().context("tract could not plan the model")?;
         let state = SimpleState::new(&plan).context("tract could not make a run state")?;
-        let input = Arc::new(Tensor::zero::<f32>(&shape)?);
+        let input = Some(Arc::new(Tensor::zero::<f32>(&shape)?));
         let plan_slot = crate::metrics::runplan::take_slot();
-        Ok(Engine { state, plan_slot, input, outputs: tvec!(), output_lens })
+        Ok(Engine { state, plan_slot, input, shape: shape.into(), outputs: tvec!(), output_lens })
     }
 
     /// The input tensor's memory, to be filled by preprocessing.
     pub fn input_mut(&mut self) -> &mut [f32] {
         // tract drops its reference to the input at the end of each run, so this is exclusive and does not
         // copy; `make_mut` would only clone if a run were still holding it.
-        let t = Arc::make_mut(&mut self.input);
-        debug_assert_eq!(t.datum_type(), f32::datum_type());
-        // SAFETY: the input tensor is created as f32 in `load` and never replaced by another type.
+        let shape = &self.shape;
+        let t = Arc::make_mut(self.input.get_or_insert_with(|| Arc::new(zeros(shape))));
+        if t.datum_type() != f32::datum_type() {
+            return &mut [];
+        }
+        // SAFETY: checked f32 just above.
         unsafe { t.as_slice_mut_unchecked::<f32>() }
     }
 
     /// Runs the model on the current input; outputs are then available from [`Engine::output`].
     pub fn run(&mut self) -> Result<(), InferError> {
-        let input = self.input.clone();
+        let shape = &self.shape;
+        let input = self.input.get_or_insert_with(|| Arc::new(zeros(shape))).clone();
         self.run_tensor(input)
     }
 
@@ -192,9 +204,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Lets go of this engine's own input tensor: once the engines' first runs are made, the pipeline's
+    /// engines run on the jobs' [`Input`]s, and the tensor the self-test and those first runs used (one
+    /// model input, 1.5 MB for FastestDet at 352x352) would stay resident unused. [`Engine::input_mut`]
+    /// and [`Engine::run`] make a new one (zeros) if they are called after this.
+    pub fn drop_input(&mut self) {
+        self.input = None;
+    }
+
     /// A new input tensor of this model's shape (zeros).
     pub fn new_input(&self) -> anyhow::Result<Input> {
-        Ok(Input(Arc::new(Tensor::zero::<f32>(self.input.shape())?)))
+        Ok(Input(Arc::new(Tensor::zero::<f32>(&self.shape)?)))
     }
 
     /// Another engine on the same optimized plan: the weights are shared, the run state is its own.
@@ -206,6 +226,7 @@ impl Engine {
             state,
             plan_slot,
             input: self.input.clone(),
+            shape: self.shape.clone(),
             outputs: tvec!(),
             output_lens: self.output_lens.clone(),
         })
@@ -218,7 +239,8 @@ impl Engine {
         use std::time::{Duration, Instant};
         let mut per_node: HashMap<usize, (String, Duration)> = HashMap::new();
         for _ in 0..runs {
-            let input = tvec!(TValue::from_const(self.input.clone()));
+            let shape = &self.shape;
+            let input = tvec!(TValue::from_const(self.input.get_or_insert_with(|| Arc::new(zeros(shape))).clone()));
             self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
                 let t = Instant::now();
                 let r = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);

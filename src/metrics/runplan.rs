@@ -196,6 +196,14 @@ pub fn end(i: usize) {
     }
 }
 
+/// The largest plan made in this process, in bytes.
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+/// The largest plan any engine has made so far, KiB: what one engine's run needs for its large blocks.
+pub fn largest_plan_kb() -> u64 {
+    (LARGEST.load(Ordering::Relaxed) / 1024) as u64
+}
+
 /// Plans made for slot `i` so far (1 when the runs repeat).
 pub fn plans(i: usize) -> (u32, usize) {
     SLOT.get(i).map_or((0, 0), |s| s.with(|d| (d.plans, d.top)))
@@ -249,6 +257,7 @@ fn plan(d: &mut Data) -> bool {
     }
     d.planned = n;
     d.top = top;
+    LARGEST.fetch_max(top, Ordering::Relaxed);
     top <= RESERVE
 }
 

@@ -116,6 +116,8 @@ impl Pool {
                 let r = catch_unwind(AssertUnwindSafe(|| {
                     alloc::prime_channel_wait();
                     let first = engine.run().map_err(|e| format!("engine {i}'s first run: {e}"));
+                    // From now on it runs on the jobs' inputs: the shared one it ran on can go.
+                    engine.drop_input();
                     let ok = first.is_ok();
                     let _ = ready.send(first);
                     drop(ready);
@@ -211,11 +213,13 @@ pub fn inference_loop(
             decode: Duration::ZERO,
         });
     }
+    // The model's own input (the self-test's and the first runs') is no engine's any more.
+    analyzer.model.engine.drop_input();
     crate::metrics::release_freed_memory();
     let engine_rss_kb = crate::metrics::rss_kb().saturating_sub(rss_before) / n.max(1) as u64;
     crate::metrics::log_memory("starting the engines");
     log::info!(
-        "{n} inference engine{} (about {engine_rss_kb} KiB of memory each), motion gating {}",
+        "{n} inference engine{} (about {engine_rss_kb} KiB of memory each at start; a run's large tensors are planned after its first runs), motion gating {}",
         if n == 1 { "" } else { "s" },
         if cfg.gate.enabled { "on" } else { "off" }
     );
