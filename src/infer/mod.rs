@@ -174,8 +174,7 @@ impl Engine {
     pub fn input_mut(&mut self) -> &mut [f32] {
         // tract drops its reference to the input at the end of each run, so this is exclusive and does not
         // copy; `make_mut` would only clone if a run were still holding it.
-        let shape = &self.shape;
-        let t = Arc::make_mut(self.input.get_or_insert_with(|| Arc::new(zeros(shape))));
+        let t = Arc::make_mut(self.own_input());
         if t.datum_type() != f32::datum_type() {
             return &mut [];
         }
@@ -185,8 +184,7 @@ impl Engine {
 
     /// Runs the model on the current input; outputs are then available from [`Engine::output`].
     pub fn run(&mut self) -> Result<(), InferError> {
-        let shape = &self.shape;
-        let input = self.input.get_or_insert_with(|| Arc::new(zeros(shape))).clone();
+        let input = self.own_input().clone();
         self.run_tensor(input)
     }
 
@@ -202,6 +200,12 @@ impl Engine {
             .map_err(|e| InferError::Run(format!("{e:#}")))?;
         self.outputs = out;
         Ok(())
+    }
+
+    /// The engine's own input tensor, made again (zeros) if it was let go of.
+    fn own_input(&mut self) -> &mut Arc<Tensor> {
+        let shape = &self.shape;
+        self.input.get_or_insert_with(|| Arc::new(zeros(shape)))
     }
 
     /// Lets go of this engine's own input tensor: once the engines' first runs are made, the pipeline's
@@ -239,8 +243,7 @@ impl Engine {
         use std::time::{Duration, Instant};
         let mut per_node: HashMap<usize, (String, Duration)> = HashMap::new();
         for _ in 0..runs {
-            let shape = &self.shape;
-            let input = tvec!(TValue::from_const(self.input.get_or_insert_with(|| Arc::new(zeros(shape))).clone()));
+            let input = tvec!(TValue::from_const(self.own_input().clone()));
             self.state.run_plan_with_eval(input, |session, op_state, node, inputs| {
                 let t = Instant::now();
                 let r = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);

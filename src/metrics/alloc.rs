@@ -7,8 +7,9 @@
 //! served from an [`Arena`], a block allocated once for the source and reused for every frame (a bump
 //! pointer, reset when everything it gave out has been freed), so an MJPEG camera runs in fixed memory
 //! too. The large blocks of an engine's tract run ([`in_run`]) are served from the engine's planned
-//! region ([`super::runplan`]) once one run has been recorded. Without [`Counting`] as the global allocator (a test binary with its own, a library user) the
-//! arena, the plans and the counters do nothing and allocations go to that allocator as usual.
+//! region ([`super::runplan`]) once one run has been recorded. Without [`Counting`] as the global
+//! allocator (a test binary with its own, a library user) the arena, the plans and the counters do
+//! nothing and allocations go to that allocator as usual.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

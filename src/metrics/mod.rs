@@ -107,7 +107,8 @@ pub fn peak_rss_kb() -> u64 {
 /// The C heap is otherwise left as glibc sets it up: each thread that allocates gets an arena of its own,
 /// so each engine's tract run (about 770 allocations, the same sizes in the same order every frame) lays
 /// its small blocks out the same way every frame (its large ones are planned: [`runplan`]), and the
-/// resident size is fixed from the first frames on. One arena for all threads (`M_ARENA_MAX` 1, what this did before) interleaves two engines' runs
+/// resident size is fixed from the first frames on. One arena for all threads (`M_ARENA_MAX` 1, what this
+/// did before) interleaves two engines' runs
 /// in one heap in an order that depends on timing; under load the heap then grew by a tensor's size
 /// (2.9 MB, MaxPool's input) now and then, long after warm-up: a 12000-frame soak with two busy loops
 /// beside it grew 2420 KiB with one arena and 0 with one per thread (peak RSS alike: 62576-65052 KiB).
@@ -136,7 +137,8 @@ pub fn release_freed_memory() {
 /// has no text relocations, and every relocated constant is in `.data.rel.ro`, which the linker places
 /// after the code (written by the loader, then made read-only): that one and the writable data are kept,
 /// as dropping them would give back the file's bytes without their relocations. (`Private_Dirty` cannot
-/// tell them apart: some kernels, gVisor's among them, report every page of a private mapping dirty.)
+/// tell them apart: the kernel this was written on, 6.18 in a Firecracker VM, reports every resident page
+/// of the code mapping private and dirty.)
 pub fn release_code_pages() -> u64 {
     let here = release_code_pages as *const () as usize;
     let Ok(text) = std::fs::read_to_string("/proc/self/maps") else { return 0 };

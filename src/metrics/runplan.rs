@@ -4,7 +4,7 @@
 //! Why: tract allocates a run's intermediate tensors as it goes and frees each after its last use, the
 //! same sizes in the same order every frame. In glibc's per-thread arena that pattern settled at 8952 KiB
 //! resident per engine for FastestDet, while at most 3630 KiB were in use at once during a run (counted by
-//! this allocator): freed tensors are split for smaller blocks and the next frame's larger tensor no
+//! this allocator with a temporary byte counter): freed tensors are split for smaller blocks and the next frame's larger tensor no
 //! longer fits where it was. glibc's settings do not help (a fixed mmap threshold faults every page in
 //! again each frame, 26% fewer frames a second; a small trim threshold halves them). What does is what
 //! an inference runtime's memory planner does: one run of an engine is *recorded* (each block of
@@ -72,8 +72,7 @@ struct Data {
     /// Planned blocks alive: (address, length).
     live: [(usize, usize); LIVE_CAP],
     live_n: usize,
-    /// Plans made (for the debug log).
-    /// The plan's extent (bytes).
+    /// The last plan's extent (bytes) and the plans made, for the debug log and `lookout bench`.
     top: usize,
     plans: u32,
 }
@@ -332,33 +331,32 @@ pub fn recorded(i: usize, p: *mut u8, size: usize) {
     });
 }
 
-/// Whether `p` lies in some engine's region.
-pub fn is_planned(p: *mut u8) -> bool {
+/// The slot whose region holds `p`, if any.
+fn region_of(p: *mut u8) -> Option<&'static Slot> {
     let a = p as usize;
-    SLOT.iter().any(|s| {
+    SLOT.iter().find(|s| {
         let base = s.base.load(Ordering::Acquire);
         base != 0 && a >= base && a < base + RESERVE
     })
 }
 
+/// Whether `p` lies in some engine's region.
+pub fn is_planned(p: *mut u8) -> bool {
+    region_of(p).is_some()
+}
+
 /// Whether `p` is a planned block of some region; if so it is freed (it never goes to the heap).
 pub fn free(p: *mut u8) -> bool {
+    let Some(s) = region_of(p) else { return false };
     let a = p as usize;
-    for s in &SLOT {
-        let base = s.base.load(Ordering::Acquire);
-        if base == 0 || a < base || a >= base + RESERVE {
-            continue;
+    s.with(|d| {
+        let n = d.live_n;
+        if let Some(pos) = d.live.get(..n).and_then(|l| l.iter().position(|&(b, _)| b == a)) {
+            d.live.swap(pos, n - 1);
+            d.live_n = n - 1;
         }
-        s.with(|d| {
-            let n = d.live_n;
-            if let Some(pos) = d.live.get(..n).and_then(|l| l.iter().position(|&(b, _)| b == a)) {
-                d.live.swap(pos, n - 1);
-                d.live_n = n - 1;
-            }
-        });
-        return true;
-    }
-    false
+    });
+    true
 }
 
 /// Recording: the heap's block `p` is freed; if slot `i` recorded it this run, its lifetime ends now.
